@@ -307,3 +307,31 @@ export interface DecisionEvent {
   /** Time the decision is expected to add, or took. */
   durationMs?: Millis;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Engine capabilities, detected from the binary (`--help`), that decide which placements a plan may use.
+
+export interface SdCapabilities {
+  /** `backend`: `--backend te=cpu,vae=cpu`; `legacy`: `--clip-on-cpu`/`--vae-on-cpu`; `none`: no CPU placement. */
+  cpuPlacementFlags: 'backend' | 'legacy' | 'none';
+  vaeTiling: boolean;
+  offloadToCpu: boolean;
+  diffusionFlashAttention: boolean;
+  vaeConvDirect: boolean;
+  videoGeneration: boolean;
+  temporalTiling: boolean;
+  /** The backend the binary was built for, when it says (cuda, vulkan, rocm, metal, cpu). */
+  backend: 'cuda' | 'vulkan' | 'rocm' | 'metal' | 'cpu' | 'unknown';
+}
+
+/** What a current sd-cli supports; the planner's default when no binary has been probed yet. */
+export const FULL_SD_CAPABILITIES: SdCapabilities = {
+  cpuPlacementFlags: 'backend',
+  vaeTiling: true,
+  offloadToCpu: true,
+  diffusionFlashAttention: true,
+  vaeConvDirect: true,
+  videoGeneration: true,
+  temporalTiling: true,
+  backend: 'cuda',
+};
