@@ -1,0 +1,30 @@
+/** Puts stand-ins named nvidia-smi / rocm-smi on a PATH for the probe tests (POSIX only). */
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const fakeScript = fileURLToPath(new URL('../../fixtures/devices/fakeSmiTool.mjs', import.meta.url));
+
+export interface FakeTools {
+  env: NodeJS.ProcessEnv;
+  state: string;
+  cleanup(): void;
+}
+
+export function fakeTools(tools: ('nvidia-smi' | 'rocm-smi')[], mode: string, modes: Partial<Record<string, string>> = {}): FakeTools {
+  const root = mkdtempSync(join(tmpdir(), 'vram-relay-fake-smi-'));
+  const bin = join(root, 'bin');
+  const state = join(root, 'state');
+  mkdirSync(bin);
+  mkdirSync(state);
+  for (const tool of tools) {
+    const path = join(bin, tool);
+    const toolMode = modes[tool] ?? mode;
+    writeFileSync(path, `#!/bin/sh\nFAKE_SMI_MODE=${toolMode} exec "${process.execPath}" "${fakeScript}" ${tool} "$@"\n`);
+    chmodSync(path, 0o755);
+  }
+  // Only the fake tools and the basics: a real nvidia-smi on the test machine must not answer instead.
+  const env = { PATH: [bin, '/usr/bin', '/bin'].join(delimiter), FAKE_SMI_STATE: state };
+  return { env, state, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
