@@ -1,0 +1,128 @@
+/**
+ * The LLM-request planner: a request needs the LLM hot (weights + context on the GPU). A pure function of the
+ * LLM's costs and state, the device and the image worker.
+ *
+ * Policy when the LLM does not fit because an image job holds the memory: the request WAITS for the image job to
+ * end (`fits: false`, the reason says so); it does not load with fewer GPU layers. Image jobs end in seconds to a
+ * minute, whereas an LLM on fewer GPU layers runs several times slower for as long as it stays loaded, and its
+ * layer count is fixed until the next reload. An idle resident sd-server, by contrast, is stopped to make room.
+ */
+
+import { formatBytes, formatDuration } from '../format';
+import type { Bytes, LlmJobSpec, Plan, StagePlan, YieldStep } from '../types';
+import type { PlannerDevice, PlannerImageResident, PlannerLlm } from './imagePlanner';
+import { llmFootprint, llmRestoreMs } from './llmFootprint';
+
+export interface LlmPlanInput {
+  jobId: string;
+  spec: Pick<LlmJobSpec, 'contextSize'>;
+  device: PlannerDevice;
+  llm: PlannerLlm;
+  image: PlannerImageResident;
+}
+
+export function planLlmJob(input: LlmPlanInput): Plan {
+  const { llm, device, image } = input;
+  const base = {
+    jobId: input.jobId,
+    deviceId: device.id,
+    llmTarget: 'hot' as const,
+    available: device.effectiveFree,
+  };
+  const costs = llm.costs;
+  if (!costs) {
+    return {
+      ...base,
+      fits: false,
+      yields: [],
+      stages: [],
+      peak: 0,
+      extraTimeMs: 0,
+      reason: 'no LLM figures: no LLM model is configured, or its file could not be read',
+      suggestions: ['set an LLM model (vramRelay.llm.modelPath) that exists and is a GGUF file'],
+    };
+  }
+
+  const hot = llmFootprint(costs, 'hot');
+  const stages: StagePlan[] = [
+    { stage: 'llmLoad', peak: costs.weights, parts: [{ label: 'LLM weights', bytes: costs.weights }] },
+    {
+      stage: 'llmInfer',
+      peak: hot,
+      parts: [
+        { label: 'LLM weights', bytes: costs.weights },
+        { label: `KV cache (${costs.contextSize} tokens)`, bytes: costs.kvCache },
+        { label: 'LLM compute', bytes: costs.compute },
+      ].filter((p) => p.bytes > 0),
+    },
+  ];
+  const need = hot - llmFootprint(costs, llm.state);
+  const restoreMs = llmRestoreMs(costs, llm.state, 'hot');
+  const common = { ...base, stages, peak: hot, extraTimeMs: restoreMs, suggestions: [] as string[] };
+  const loadText = loadWhat(llm.state);
+
+  if (need <= 0) {
+    return { ...common, fits: true, yields: [], reason: `LLM is hot: nothing to load (holds ${formatBytes(hot)})` };
+  }
+  if (need <= device.effectiveFree) {
+    return {
+      ...common,
+      fits: true,
+      yields: [],
+      reason: `${loadText} needs ${formatBytes(need)}, free ${formatBytes(device.effectiveFree)} -> load, est. +${formatDuration(restoreMs)}`,
+    };
+  }
+  const imageHeld = image.state === 'resident' ? image.heldBytes : 0;
+  if (imageHeld > 0 && !image.busy && need <= device.effectiveFree + imageHeld) {
+    const step: YieldStep = { resident: 'image', from: 'resident', to: 'stopped', frees: imageHeld, restoreMs: 0 };
+    return {
+      ...common,
+      fits: true,
+      yields: [step],
+      reason: `${loadText} needs ${formatBytes(need)}, free ${formatBytes(device.effectiveFree)} -> stop the idle image worker (frees ${formatBytes(imageHeld)}), est. +${formatDuration(restoreMs)}`,
+    };
+  }
+  if (image.busy) {
+    return {
+      ...common,
+      fits: false,
+      yields: [],
+      reason: `${loadText} needs ${formatBytes(need)}, free ${formatBytes(device.effectiveFree)} while an image job holds memory -> wait for it to end (the LLM keeps all its GPU layers)`,
+    };
+  }
+  const shortfall = need - device.effectiveFree - imageHeld;
+  const suggestions = [`a smaller context or a smaller/more quantized LLM: the KV cache for ${costs.contextSize} tokens takes ${formatBytes(costs.kvCache)}`];
+  const otherUse = device.otherUse ?? 0;
+  if (otherUse > 0 && shortfall <= otherUse) {
+    suggestions.push(`closing other programs that use the GPU: they hold ${formatBytes(otherUse)}, ${formatBytes(shortfall)} more is needed`);
+  }
+  return {
+    ...common,
+    fits: false,
+    yields: [],
+    reason: `nothing fits: ${loadText} needs ${formatBytes(need)} (${needParts(costs, llm.state)}), free ${formatBytes(device.effectiveFree + imageHeld)}`,
+    suggestions,
+  };
+}
+
+function needParts(costs: NonNullable<PlannerLlm['costs']>, state: PlannerLlm['state']): string {
+  const parts = state === 'warm' ? [] : [`weights ${formatBytes(costs.weights)}`];
+  parts.push(`KV cache ${formatBytes(costs.kvCache)}`, `compute ${formatBytes(costs.compute)}`);
+  return parts.join(' + ');
+}
+
+function loadWhat(state: PlannerLlm['state']): string {
+  switch (state) {
+    case 'warm':
+      return 'LLM context';
+    case 'cold':
+      return 'LLM weights and context';
+    default:
+      return 'starting the LLM';
+  }
+}
+
+/** Bytes the LLM would add to the device to become hot from `state`. */
+export function llmBytesToHot(llm: PlannerLlm): Bytes {
+  return Math.max(0, llmFootprint(llm.costs, 'hot') - llmFootprint(llm.costs, llm.state));
+}
