@@ -1,0 +1,64 @@
+/**
+ * Stopping engine processes together with everything they started. Engines are spawned as process-group leaders
+ * (detached on POSIX) so that one signal reaches the whole tree; on Windows `taskkill /T` walks the tree.
+ */
+
+type Execa = typeof import('execa').execa;
+let execaModule: Promise<Execa> | undefined;
+
+/** execa is ESM only: a dynamic import loads it from the ESM bundle and from sources run as CommonJS (tests). */
+export function loadExeca(): Promise<Execa> {
+  execaModule ??= import('execa').then((m) => m.execa);
+  return execaModule;
+}
+
+const live = new Set<number>();
+let exitHookInstalled = false;
+
+/** Remembers a spawned group so that it is killed if the sidecar itself exits first. */
+export function trackProcessGroup(pid: number): () => void {
+  live.add(pid);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => {
+      for (const p of live) signalTree(p, 'SIGKILL');
+    });
+  }
+  return () => {
+    live.delete(pid);
+  };
+}
+
+/** Sends `signal` to the process group led by `pid` (falls back to the process alone). Never throws. */
+export function signalTree(pid: number, signal: NodeJS.Signals): void {
+  if (process.platform === 'win32') {
+    // taskkill has no gentle form for console programs: always force the tree.
+    void loadExeca()
+      .then((execa) => execa('taskkill', ['/pid', String(pid), '/T', '/F'], { reject: false }))
+      .catch(() => undefined);
+    return;
+  }
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** SIGTERM to the tree, then SIGKILL after `graceMs` unless `exited` settles first. */
+export async function stopTree(pid: number, exited: Promise<unknown>, graceMs: number): Promise<void> {
+  signalTree(pid, 'SIGTERM');
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const grace = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), graceMs);
+  });
+  const outcome = await Promise.race([exited.then(() => 'exited' as const, () => 'exited' as const), grace]);
+  clearTimeout(timer);
+  // Children that ignore SIGTERM (or a leader that exited and left them behind) get SIGKILL.
+  signalTree(pid, 'SIGKILL');
+  if (outcome === 'timeout') await exited.catch(() => undefined);
+}
