@@ -1,0 +1,18 @@
+/**
+ * Whether the LLM can serve an inline completion right now, from the snapshot. While it has lent its memory to
+ * an image job, completions wait quietly instead of queueing behind the image or failing.
+ */
+
+import type { SidecarSnapshot } from '../sidecar/protocol';
+
+export type LlmAvailability = 'ready' | 'lent' | 'unconfigured';
+
+export function llmAvailability(snapshot: SidecarSnapshot | undefined, modelConfigured: boolean): LlmAvailability {
+  if (!modelConfigured) return 'unconfigured';
+  if (!snapshot) return 'ready';
+  const imageActive = snapshot.running.some((job) => job.spec.kind === 'image');
+  const llmYielded =
+    snapshot.llm.state !== 'hot' &&
+    (imageActive || snapshot.running.some((job) => job.plan?.yields.some((y) => y.resident === 'llm')));
+  return llmYielded ? 'lent' : 'ready';
+}

@@ -1,0 +1,24 @@
+/**
+ * How often the sidecar is restarted after a crash before we stop and tell the user: a crash loop must not
+ * spin forever, but one crash an hour should not need a click.
+ */
+export class RestartBudget {
+  private readonly crashes: number[] = [];
+
+  constructor(
+    private readonly maxRestarts = 4,
+    private readonly windowMs = 3 * 60_000,
+  ) {}
+
+  /** Records a crash at `now`; true when another automatic restart is allowed. */
+  allowRestart(now: number): boolean {
+    while (this.crashes.length > 0 && now - this.crashes[0] > this.windowMs) this.crashes.shift();
+    this.crashes.push(now);
+    return this.crashes.length <= this.maxRestarts;
+  }
+
+  /** A manual restart starts a fresh budget. */
+  reset(): void {
+    this.crashes.length = 0;
+  }
+}

@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { JobEventRouter } from '../../../src/jobEvents';
+import type { JobDoneParams, JobProgressParams } from '../../../sidecar/protocol';
+import { imageJob } from './fixtures';
+
+const progress = (jobId: string, step: number): JobProgressParams => ({ jobId, stage: 'diffusion', step, totalSteps: 20 });
+const done = (jobId: string): JobDoneParams => ({ job: imageJob({ id: jobId, status: 'done' }), outputs: ['/w/a.png'] });
+
+describe('JobEventRouter', () => {
+  it('replays events that arrived before the watcher', () => {
+    const router = new JobEventRouter();
+    router.progress(progress('a', 1));
+    router.progress(progress('a', 2));
+    const seen: number[] = [];
+    router.watch('a', { onProgress: (p) => seen.push(p.step ?? -1) });
+    router.progress(progress('a', 3));
+    assert.deepEqual(seen, [1, 2, 3]);
+    assert.deepEqual(router.pendingJobIds(), []);
+  });
+
+  it('delivers only the watched job, and the end', () => {
+    const router = new JobEventRouter();
+    const steps: number[] = [];
+    let ended: string | undefined;
+    const stop = router.watch('a', { onProgress: (p) => steps.push(p.step ?? -1), onDone: (d) => (ended = d.job.id) });
+    router.progress(progress('b', 9));
+    router.progress(progress('a', 1));
+    router.done(done('a'));
+    assert.deepEqual(steps, [1]);
+    assert.equal(ended, 'a');
+    stop();
+    router.progress(progress('a', 2));
+    assert.deepEqual(steps, [1]);
+  });
+
+  it('keeps a bounded number of unclaimed jobs and events', () => {
+    const router = new JobEventRouter(2, 3);
+    router.progress(progress('a', 1));
+    router.progress(progress('b', 1));
+    router.progress(progress('c', 1));
+    assert.deepEqual(router.pendingJobIds(), ['b', 'c']);
+    for (let i = 2; i <= 6; i++) router.progress(progress('c', i));
+    const seen: number[] = [];
+    router.watch('c', { onProgress: (p) => seen.push(p.step ?? -1) });
+    assert.deepEqual(seen, [4, 5, 6]);
+  });
+});
