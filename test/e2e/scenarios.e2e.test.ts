@@ -1,0 +1,173 @@
+/**
+ * What a user does, in a real VS Code against the simulated device: generate an image from the palette (the
+ * sd.cpp stand-in plays the engine), enhance a prompt from the palette and from the light bulb (the real
+ * node-llama-cpp on a small random-weight model written here). Screenshots go to .test-artifacts/e2e/scenarios/.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { GiB } from '../../sidecar/core/types';
+import { SimulatedDevice } from '../../sidecar/devices/simulatedDevice';
+import { writeLlamaGguf } from '../helpers/ggufWriter';
+import { SDCPP_STANDIN_BIN, readStandinArgsLog, sdcppStandinEnv } from '../standins/sdcppStandin';
+import { SD1_UNET, clipTextTensors, klVaeTensors, unetTensors, writeSafetensors } from '../unit/models/imageCheckpoints';
+import { SECOND, VsCodeSession } from './harness';
+
+const MONITOR = 'vramRelay.monitor';
+const PROMPT = 'a watercolor painting of a lighthouse at sunset, dramatic lighting';
+const NOTES = ['# Cover art', '', PROMPT, ''].join('\n');
+/**
+ * Why the tests that run a job are TODO (they still run, and report what they hit): the sidecar's service is
+ * still a placeholder that answers previewPlan and submitJob with "... is not available in this build of the
+ * sidecar". Make them plain tests once jobs run.
+ */
+const PENDING_JOBS = 'needs the sidecar to run jobs (sidecar/service.ts answers "Running jobs is not available")';
+
+describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SECOND }, () => {
+  let session: VsCodeSession | undefined;
+  /** The simulated 12 GiB device shared by the test, the sidecar and the sd.cpp stand-in. */
+  let deviceDir: string;
+  let argsLog: string;
+
+  before(async () => {
+    deviceDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vram-relay-e2e-device-'));
+    SimulatedDevice.createShared(deviceDir, { capacity: 12 * GiB });
+    argsLog = path.join(deviceDir, 'sd-cli-runs.jsonl');
+    session = await VsCodeSession.start({
+      name: 'scenarios',
+      machineSettings: { 'vramRelay.image.binaryPath': SDCPP_STANDIN_BIN },
+      settings: (workspace) => ({
+        'vramRelay.memory.device': 'simulated',
+        'vramRelay.image.modelPath': path.join(workspace, 'models', 'sd15.safetensors'),
+        'vramRelay.llm.modelPath': path.join(workspace, 'models', 'tiny-llama.gguf'),
+        'vramRelay.output.imageFolder': 'assets/generated',
+        'vramRelay.output.defaultSteps': 4,
+      }),
+      env: sdcppStandinEnv({ deviceDir, stepMs: 100, argsLog }),
+      // One file per test, so that a failed test leaves nothing behind for the next one.
+      workspaceFiles: { 'enhance.md': NOTES, 'light-bulb.md': NOTES },
+      async prepareWorkspace(workspace) {
+        const models = path.join(workspace, 'models');
+        fs.mkdirSync(models, { recursive: true });
+        await writeLlamaGguf(path.join(models, 'tiny-llama.gguf'));
+        // An SD1.5 checkpoint whose header is real and whose data is a sparse hole.
+        await writeSafetensors(path.join(models, 'sd15.safetensors'), [
+          ...unetTensors('model.diffusion_model.', SD1_UNET),
+          ...clipTextTensors('cond_stage_model.transformer.text_model.'),
+          ...klVaeTensors('first_stage_model.', 4),
+          { name: 'alphas_cumprod', shape: [1000] },
+        ]);
+      },
+    });
+  });
+
+  after(async () => {
+    await session?.dispose();
+    if (deviceDir) fs.rmSync(deviceDir, { recursive: true, force: true });
+  });
+
+  test('Generate Image from the palette saves the image and its parameters into the workspace and opens it', { todo: PENDING_JOBS }, async () => {
+    const vscode = session!;
+    await vscode.capture('generate-image', async () => {
+      await vscode.waitForStatusText(MONITOR, /GB/);
+      await vscode.runCommand('VRAM Relay: Generate Image');
+      await vscode.answerInput(PROMPT);
+      await vscode.acceptDefaults();
+      const images = await vscode.waitForFiles('assets/generated', /\.png$/i, 3 * 60 * SECOND);
+      await vscode.screenshotStatusBar('status-bar-after-generate');
+      const image = images[0];
+      const png = fs.readFileSync(path.join(vscode.workspace, image));
+      assert.equal(png.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', `${image} is not a PNG`);
+      const runs = await readStandinArgsLog(argsLog);
+      assert.ok(runs.length > 0, 'the sd.cpp stand-in never ran');
+      assert.ok(runs.some((run) => run.argv.includes(PROMPT)), `no run carried the prompt: ${JSON.stringify(runs)}`);
+      const sidecars = await vscode.waitForFiles('assets/generated', /\.json$/i);
+      const parameters = fs.readFileSync(path.join(vscode.workspace, sidecars[0]), 'utf8');
+      assert.ok(parameters.includes('lighthouse'), `the parameters file does not carry the prompt:\n${parameters}`);
+      const tab = vscode.page.locator('.tabs-container .tab', { hasText: path.basename(image) });
+      await tab.first().waitFor({ state: 'visible', timeout: 30 * SECOND });
+      await vscode.screenshotEditor('generated-image');
+    });
+  });
+
+  test('Enhance Prompt from the palette rewrites the selected prompt as one undoable edit', { todo: PENDING_JOBS }, async () => {
+    const vscode = session!;
+    await vscode.capture('enhance-prompt', async () => {
+      await vscode.openFile('enhance.md');
+      await vscode.selectLine(3);
+      await vscode.runCommand('VRAM Relay: Enhance Prompt');
+      await vscode.acceptDefaults();
+      // The rewrite streams in; wait until it has stopped changing (saved content is stable).
+      const rewritten = await settledContent(vscode, 'enhance.md', (text) => text !== NOTES, 3 * 60 * SECOND);
+      assert.notEqual(rewritten, NOTES, 'the prompt was not rewritten');
+      assert.ok(rewritten.startsWith('# Cover art\n'), 'the edit touched more than the selected prompt');
+      await vscode.screenshotEditor('enhanced-prompt');
+      await vscode.undo();
+      await vscode.save();
+      await vscode.waitForFile('enhance.md', (text) => text === NOTES);
+    });
+  });
+
+  test('the light bulb on a Markdown prompt line offers "Enhance prompt" and "Generate image from this prompt"', async () => {
+    const vscode = session!;
+    await vscode.capture('light-bulb-offers', async () => {
+      await vscode.openFile('light-bulb.md');
+      await vscode.goToLine(3, 10);
+      const titles = await vscode.codeActions();
+      await vscode.screenshotEditor('light-bulb-menu');
+      await vscode.page.keyboard.press('Escape');
+      assert.ok(titles.some((title) => /^Enhance prompt/i.test(title)), `offered: ${titles.join(' | ')}`);
+      assert.ok(titles.some((title) => /^Generate image from this prompt/i.test(title)), `offered: ${titles.join(' | ')}`);
+    });
+  });
+
+  test('no light bulb action on a line that is not a prompt', async () => {
+    const vscode = session!;
+    await vscode.capture('light-bulb-not-a-prompt', async () => {
+      await vscode.openFile('light-bulb.md');
+      await vscode.goToLine(1, 3);
+      await vscode.page.keyboard.press('Control+.');
+      const rows = vscode.page.locator('.action-widget .monaco-list-row.action', { hasText: /Enhance prompt/i });
+      // The menu (or "No code actions available") settles quickly; give it a moment, then look.
+      await new Promise((resolve) => setTimeout(resolve, 2 * SECOND));
+      assert.equal(await rows.count(), 0, 'a Markdown heading was offered "Enhance prompt"');
+      await vscode.page.keyboard.press('Escape');
+    });
+  });
+
+  test('applying "Enhance prompt" from the light bulb rewrites the line in place, undoably', { todo: PENDING_JOBS }, async () => {
+    const vscode = session!;
+    await vscode.capture('light-bulb-apply', async () => {
+      await vscode.openFile('light-bulb.md');
+      await vscode.goToLine(3, 10);
+      await vscode.applyCodeAction(/^Enhance prompt/i);
+      const rewritten = await settledContent(vscode, 'light-bulb.md', (text) => text !== NOTES, 3 * 60 * SECOND);
+      assert.ok(rewritten.startsWith('# Cover art\n\n'), 'the edit touched more than the prompt line');
+      await vscode.screenshotEditor('light-bulb-applied');
+      await vscode.undo();
+      await vscode.save();
+      await vscode.waitForFile('light-bulb.md', (text) => text === NOTES);
+    });
+  });
+});
+
+/**
+ * Saves the active editor until its content on disk satisfies `accept` and has stopped changing; gives up at once
+ * when the extension shows an error.
+ */
+async function settledContent(vscode: VsCodeSession, relative: string, accept: (text: string) => boolean, timeout: number): Promise<string> {
+  const deadline = Date.now() + timeout;
+  let previous: string | undefined;
+  while (Date.now() < deadline) {
+    const errors = await vscode.errorNotifications();
+    if (errors.length > 0) throw new Error(`The extension reported: ${errors.join(' | ')}`);
+    await vscode.save();
+    const content = await vscode.waitForFile(relative, () => true);
+    if (accept(content) && content === previous) return content;
+    previous = content;
+    await new Promise((resolve) => setTimeout(resolve, 2 * SECOND));
+  }
+  throw new Error(`${relative} never settled within ${timeout / SECOND}s`);
+}
