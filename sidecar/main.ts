@@ -1,27 +1,34 @@
 /**
  * Entry point of the sidecar (`dist/sidecar.js`).
  * - Started by the extension through vscode-languageclient (`--node-ipc`): serves the protocol over IPC until the
- *   extension says exit or goes away. Logs go to stderr, which the extension shows in its log channel.
+ *   extension says exit or goes away. Logs go through the connection's console (window/logMessage), which the
+ *   extension shows in its log channel at each line's level.
  * - `--serve`: serves the same protocol on a loopback WebSocket for other local apps, prints one line
  *   `VRAM Relay sidecar listening on ws://127.0.0.1:PORT (token in PATH)` and runs until SIGINT/SIGTERM.
  */
 
-import type { Log, SidecarApi } from './api';
+import type { Log, LogLevel, SidecarApi } from './api';
 import { createSidecarService } from './service';
 import { parseCommand, standaloneSettings, UsageError, USAGE } from './transport/cliArgs';
 import type { ServeOptions } from './transport/cliArgs';
-import { serveOverIpc } from './transport/lspTransport';
+import { createConsoleLog, serveOverIpc } from './transport/lspTransport';
 import { createStderrLog } from './transport/stderrLog';
 import { startWsServer } from './transport/wsServer';
 import type { WsServer } from './transport/wsServer';
 
-function runIpc(log: Log): void {
+function runIpc(level: LogLevel): void {
+  // Until the connection is up, lines go to stderr; then through the connection's console, so the extension
+  // shows each at its own level (it shows every stderr line as an error).
+  const stderrLog = createStderrLog({ level, timestamps: false });
+  let sink: Log = stderrLog;
+  const log: Log = (lineLevel, message) => sink(lineLevel, message);
   // stdout belongs to no one in IPC mode; route stray console output from libraries to the log instead.
   console.log = (...args: unknown[]) => log('info', args.map(String).join(' '));
   console.info = console.log;
   console.debug = (...args: unknown[]) => log('debug', args.map(String).join(' '));
   const api = createSidecarService({ log });
-  serveOverIpc({ api, log });
+  const connection = serveOverIpc({ api, log });
+  sink = createConsoleLog(connection, level, stderrLog);
 }
 
 async function runServe(options: ServeOptions, log: Log): Promise<void> {
@@ -91,7 +98,7 @@ function main(): void {
     return;
   }
   if (command.mode === 'ipc') {
-    runIpc(createStderrLog({ level: command.logLevel, timestamps: false }));
+    runIpc(command.logLevel);
     return;
   }
   void runServe(command.options, createStderrLog({ level: command.options.logLevel, timestamps: true }));

@@ -11,7 +11,8 @@
 import { createConnection, IPCMessageReader, IPCMessageWriter } from 'vscode-languageserver/node';
 import type { Connection, InitializeResult } from 'vscode-languageserver/node';
 import { SIDECAR_VERSION } from '../api';
-import type { Log, SidecarApi } from '../api';
+import type { Log, LogLevel, SidecarApi } from '../api';
+import { LOG_LEVELS } from './stderrLog';
 import { bindApi } from './protocolHandlers';
 
 export interface IpcServeOptions {
@@ -77,4 +78,27 @@ export function serveOverIpc(options: IpcServeOptions): Connection {
 
   connection.listen();
   return connection;
+}
+
+/**
+ * A Log that sends each line to the client as `window/logMessage` at its level, filtered by `level`. Once the IPC
+ * channel has closed, lines go to `fallback` (stderr), the only place left where they can be seen.
+ */
+export function createConsoleLog(connection: Connection, level: LogLevel, fallback?: Log): Log {
+  const threshold = LOG_LEVELS.indexOf(level);
+  return (lineLevel, message) => {
+    if (LOG_LEVELS.indexOf(lineLevel) > threshold) return;
+    if (!process.connected) {
+      fallback?.(lineLevel, message);
+      return;
+    }
+    try {
+      if (lineLevel === 'error') connection.console.error(message);
+      else if (lineLevel === 'warn') connection.console.warn(message);
+      else if (lineLevel === 'info') connection.console.info(message);
+      else connection.console.log(message);
+    } catch {
+      fallback?.(lineLevel, message);
+    }
+  };
 }

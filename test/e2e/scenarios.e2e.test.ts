@@ -19,11 +19,11 @@ const MONITOR = 'vramRelay.monitor';
 const PROMPT = 'a watercolor painting of a lighthouse at sunset, dramatic lighting';
 const NOTES = ['# Cover art', '', PROMPT, ''].join('\n');
 /**
- * Why the tests that run a job are TODO (they still run, and report what they hit): the sidecar's service is
- * still a placeholder that answers previewPlan and submitJob with "... is not available in this build of the
- * sidecar". Make them plain tests once jobs run.
+ * Why the Enhance Prompt tests are TODO (they still run, and report what they hit): the sidecar answers and the
+ * prompt line is rewritten, but after Undo + Save the file still holds the rewritten line (checked with the
+ * service in place on 2 cores). Make them plain tests once undo restores the prompt.
  */
-const PENDING_JOBS = 'needs the sidecar to run jobs (sidecar/service.ts answers "Running jobs is not available")';
+const PENDING_UNDO = 'the rewrite lands, but Undo does not restore the original prompt line';
 
 describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SECOND }, () => {
   let session: VsCodeSession | undefined;
@@ -68,7 +68,7 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     if (deviceDir) fs.rmSync(deviceDir, { recursive: true, force: true });
   });
 
-  test('Generate Image from the palette saves the image and its parameters into the workspace and opens it', { todo: PENDING_JOBS }, async () => {
+  test('Generate Image from the palette saves the image and its parameters into the workspace and opens it', async () => {
     const vscode = session!;
     await vscode.capture('generate-image', async () => {
       await vscode.waitForStatusText(MONITOR, /GB/);
@@ -92,7 +92,7 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     });
   });
 
-  test('Enhance Prompt from the palette rewrites the selected prompt as one undoable edit', { todo: PENDING_JOBS }, async () => {
+  test('Enhance Prompt from the palette rewrites the selected prompt as one undoable edit', { todo: PENDING_UNDO }, async () => {
     const vscode = session!;
     await vscode.capture('enhance-prompt', async () => {
       await vscode.openFile('enhance.md');
@@ -137,7 +137,7 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     });
   });
 
-  test('applying "Enhance prompt" from the light bulb rewrites the line in place, undoably', { todo: PENDING_JOBS }, async () => {
+  test('applying "Enhance prompt" from the light bulb rewrites the line in place, undoably', { todo: PENDING_UNDO }, async () => {
     const vscode = session!;
     await vscode.capture('light-bulb-apply', async () => {
       await vscode.openFile('light-bulb.md');

@@ -11,17 +11,21 @@ const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 const children: ChildProcess[] = [];
 
 /** Starts the sidecar the way vscode-languageclient does with TransportKind.ipc, and speaks to it from this side. */
-function startOverIpc(): { child: ChildProcess; connection: MessageConnection; output: { stdout: string; stderr: string } } {
+function startOverIpc(): { child: ChildProcess; connection: MessageConnection; output: { stdout: string; stderr: string; logMessages: string[] } } {
   const child = fork('sidecar/main.ts', ['--node-ipc', `--clientProcessId=${process.pid}`], {
     cwd: repoRoot,
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   children.push(child);
-  const output = { stdout: '', stderr: '' };
+  const output = { stdout: '', stderr: '', logMessages: [] as string[] };
   child.stdout?.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
   const connection = createMessageConnection(new IPCMessageReader(child), new IPCMessageWriter(child));
+  // Log lines come as window/logMessage (type 1 error .. 4 log), so the extension shows each at its level.
+  connection.onNotification('window/logMessage', (params: { type: number; message: string }) => {
+    output.logMessages.push(`${params.type} ${params.message}`);
+  });
   connection.listen();
   return { child, connection, output };
 }
@@ -71,7 +75,11 @@ describe('sidecar over IPC (the extension link)', () => {
     assert.equal(await exitCode(child), 0, output.stderr);
     connection.dispose();
     assert.equal(output.stdout, '');
-    assert.match(output.stderr, /connected to ipc-test 1 over IPC/);
+    assert.ok(
+      output.logMessages.some((line) => /^3 connected to ipc-test 1 over IPC/.test(line)),
+      `log messages: ${output.logMessages.join(' | ')}`,
+    );
+    assert.doesNotMatch(output.stderr, /connected to ipc-test/);
   });
 
   it('exits on its own when the IPC channel closes (the extension host died)', { timeout: 120_000 }, async () => {
