@@ -1,106 +1,80 @@
 /**
- * Replaces a range of an editor with text that arrives in pieces, so the user watches the rewrite happen, yet
- * the whole change undoes in one step: no undo stop is set between the pieces. If the user edits the document
- * meanwhile, live updates stop and the final text lands once, or not at all when the range is no longer ours.
+ * Shows a rewrite of a range while its text arrives in pieces, then writes it as one edit. The pieces are drawn
+ * as a ghost text after the (dimmed) original instead of being written into the document: several editor edits,
+ * whatever their undo-stop flags, do not reliably undo as one step, and a half-written prompt must never be what
+ * the user's Undo or Save sees. The final text lands in a single edit with undo stops on both sides.
  */
 
 import * as vscode from 'vscode';
 
-/** Minimum time between two live edits: enough to look smooth, few enough to stay cheap. */
-const LIVE_EDIT_INTERVAL_MS = 80;
+/** Minimum time between two redraws of the ghost text. */
+const REDRAW_INTERVAL_MS = 80;
+/** Longest ghost text drawn; the final edit always writes the whole text. */
+const GHOST_MAX_CHARS = 400;
 
 export interface StreamingReplace {
   /** Shows the text produced so far in place of the range. */
   update(text: string): void;
   /** Writes the final text; resolves false when the range was changed by someone else and nothing was written. */
   finish(text: string): Promise<boolean>;
-  /** Puts the original text back (after a failure or a cancel). */
+  /** Drops the preview; the document was never touched. */
   abort(): Promise<void>;
 }
 
 export function streamingReplace(editor: vscode.TextEditor, range: vscode.Range): StreamingReplace {
   const document = editor.document;
-  const start = document.offsetAt(range.start);
   const original = document.getText(range);
-  let written = original;
-  let expectedVersion = document.version;
-  let live = true;
-  let wroteAny = false;
+  const startVersion = document.version;
+  const dimmed = vscode.window.createTextEditorDecorationType({ opacity: '0.45', textDecoration: 'line-through' });
+  const ghost = vscode.window.createTextEditorDecorationType({
+    after: { color: new vscode.ThemeColor('editorGhostText.foreground'), fontStyle: 'italic', margin: '0 0 0 1ch' },
+  });
   let queued: string | undefined;
-  let chain: Promise<void> = Promise.resolve();
-  let lastEditAt = 0;
   let timer: NodeJS.Timeout | undefined;
+  let lastDrawAt = 0;
 
-  const currentRange = () => new vscode.Range(document.positionAt(start), document.positionAt(start + written.length));
-  const stillOurs = () => !document.isClosed && document.getText(currentRange()) === written;
-
-  const write = (text: string, undoStopAfter: boolean): Promise<boolean> => {
-    const run = async (): Promise<boolean> => {
-      if (text === written && !undoStopAfter) return true;
-      const ok = await editor.edit((builder) => builder.replace(currentRange(), text), { undoStopBefore: !wroteAny, undoStopAfter });
-      if (ok) {
-        wroteAny = true;
-        written = text;
-        expectedVersion = document.version;
-      }
-      return ok;
-    };
-    const result = chain.then(run, run);
-    chain = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    return result;
-  };
-
-  const flush = () => {
+  const clear = () => {
+    if (timer) clearTimeout(timer);
     timer = undefined;
-    if (queued === undefined || !live) return;
-    const text = queued;
     queued = undefined;
-    lastEditAt = Date.now();
-    if (document.version !== expectedVersion || editor !== vscode.window.activeTextEditor) {
-      // The user typed or switched editors: stop touching the document until the end.
-      live = false;
-      return;
-    }
-    void write(text, false).then((ok) => {
-      if (!ok) live = false;
-    });
+    dimmed.dispose();
+    ghost.dispose();
   };
+
+  const draw = () => {
+    timer = undefined;
+    if (queued === undefined) return;
+    const text = queued.replace(/\s+/g, ' ');
+    queued = undefined;
+    lastDrawAt = Date.now();
+    const shown = text.length > GHOST_MAX_CHARS ? `${text.slice(0, GHOST_MAX_CHARS)}…` : text;
+    editor.setDecorations(dimmed, [range]);
+    editor.setDecorations(ghost, [{ range: new vscode.Range(range.end, range.end), renderOptions: { after: { contentText: `→ ${shown}` } } }]);
+  };
+
+  // The range is still ours when nobody changed the document, or the original text is still where it was.
+  const stillOurs = () => !document.isClosed && (document.version === startVersion || document.getText(range) === original);
 
   return {
     update(text) {
-      if (!live) return;
       queued = text;
       if (timer) return;
-      const wait = Math.max(0, LIVE_EDIT_INTERVAL_MS - (Date.now() - lastEditAt));
-      timer = setTimeout(flush, wait);
+      timer = setTimeout(draw, Math.max(0, REDRAW_INTERVAL_MS - (Date.now() - lastDrawAt)));
     },
     async finish(text) {
-      if (timer) clearTimeout(timer);
-      timer = undefined;
-      queued = undefined;
-      await chain;
+      clear();
       if (!stillOurs()) return false;
-      if (text === original && !wroteAny) return true;
-      return write(text, true).catch(() => replaceWithWorkspaceEdit(text));
+      if (text === original) return true;
+      if (!editor.document.isClosed && vscode.window.visibleTextEditors.includes(editor)) {
+        const ok = await editor.edit((builder) => builder.replace(range, text), { undoStopBefore: true, undoStopAfter: true });
+        if (ok) return true;
+      }
+      const edit = new vscode.WorkspaceEdit();
+      edit.replace(document.uri, range, text);
+      return vscode.workspace.applyEdit(edit);
     },
     async abort() {
-      if (timer) clearTimeout(timer);
-      timer = undefined;
-      queued = undefined;
-      await chain;
-      if (wroteAny && stillOurs()) await write(original, true).catch(() => replaceWithWorkspaceEdit(original));
+      clear();
     },
   };
-
-  /** When the editor went away (closed or hidden), the document can still be edited in one step. */
-  async function replaceWithWorkspaceEdit(text: string): Promise<boolean> {
-    const edit = new vscode.WorkspaceEdit();
-    edit.replace(document.uri, currentRange(), text);
-    const ok = await vscode.workspace.applyEdit(edit);
-    if (ok) written = text;
-    return ok;
-  }
 }

@@ -23,7 +23,6 @@ const NOTES = ['# Cover art', '', PROMPT, ''].join('\n');
  * prompt line is rewritten, but after Undo + Save the file still holds the rewritten line (checked with the
  * service in place on 2 cores). Make them plain tests once undo restores the prompt.
  */
-const PENDING_UNDO = 'the rewrite lands, but Undo does not restore the original prompt line';
 
 describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SECOND }, () => {
   let session: VsCodeSession | undefined;
@@ -92,7 +91,7 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     });
   });
 
-  test('Enhance Prompt from the palette rewrites the selected prompt as one undoable edit', { todo: PENDING_UNDO }, async () => {
+  test('Enhance Prompt from the palette rewrites the selected prompt as one undoable edit', async () => {
     const vscode = session!;
     await vscode.capture('enhance-prompt', async () => {
       await vscode.openFile('enhance.md');
@@ -137,7 +136,7 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     });
   });
 
-  test('applying "Enhance prompt" from the light bulb rewrites the line in place, undoably', { todo: PENDING_UNDO }, async () => {
+  test('applying "Enhance prompt" from the light bulb rewrites the line in place, undoably', async () => {
     const vscode = session!;
     await vscode.capture('light-bulb-apply', async () => {
       await vscode.openFile('light-bulb.md');
