@@ -15,17 +15,7 @@ export type ToolResult =
   | { ok: true; stdout: string; stderr: string }
   | { ok: false; stdout: string; stderr: string; problem: 'not found' | 'timed out' | 'failed'; message: string };
 
-type Execa = typeof import('execa').execa;
-let execaModule: Promise<Execa> | undefined;
-
-/**
- * execa is ESM only; importing it dynamically keeps these modules loadable both from the ESM bundle and from
- * tests that run the sources as CommonJS.
- */
-export function loadExeca(): Promise<Execa> {
-  execaModule ??= import('execa').then((m) => m.execa);
-  return execaModule;
-}
+import { loadExeca } from '../loadExeca';
 
 export async function runTool(command: string, args: string[], options: ToolOptions): Promise<ToolResult> {
   const execa = await loadExeca();

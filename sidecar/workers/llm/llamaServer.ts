@@ -21,7 +21,8 @@ import { delimiter, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import type { ResultPromise } from 'execa';
 import type { LlmControl, MeasuredBuffer } from '../../core/ports';
 import type { LlmJobSpec, LlmState, Millis } from '../../core/types';
-import { loadExeca, stopTree, trackProcessGroup } from '../sd/processTree';
+import { loadExeca } from '../../loadExeca';
+import { stopTree, trackProcessGroup } from '../processTree';
 import { ggufFileProblem } from './ggufFileCheck';
 import { LlamaLogParser, toMeasuredBuffers, type LlamaLogFacts } from './llamaLogParser';
 import {

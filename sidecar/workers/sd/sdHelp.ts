@@ -6,7 +6,7 @@
  */
 
 import { basename } from 'node:path';
-import { loadExeca } from './processTree';
+import { loadExeca } from '../../loadExeca';
 import type { SdCapabilities } from '../../core/types';
 
 export type SdBinaryKind = 'sd-cli' | 'sd' | 'sd-server';

@@ -3,14 +3,7 @@
  * (detached on POSIX) so that one signal reaches the whole tree; on Windows `taskkill /T` walks the tree.
  */
 
-type Execa = typeof import('execa').execa;
-let execaModule: Promise<Execa> | undefined;
-
-/** execa is ESM only: a dynamic import loads it from the ESM bundle and from sources run as CommonJS (tests). */
-export function loadExeca(): Promise<Execa> {
-  execaModule ??= import('execa').then((m) => m.execa);
-  return execaModule;
-}
+import { loadExeca } from '../loadExeca';
 
 const live = new Set<number>();
 let exitHookInstalled = false;
