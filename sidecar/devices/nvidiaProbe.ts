@@ -169,6 +169,8 @@ const SILENT_RUNS_BEFORE_POLLING = 3;
 export class NvidiaProbe implements DeviceProbe {
   readonly kind = 'nvidia' as const;
   private readonly watches = new Set<NvidiaWatch>();
+  /** Aborts the one-shot queries still running when the probe is disposed. */
+  private queries = new AbortController();
   private readonly settings: Required<Omit<NvidiaProbeOptions, 'env' | 'processIntervalMs' | 'stallMs'>> &
     Pick<NvidiaProbeOptions, 'env' | 'processIntervalMs' | 'stallMs'>;
 
@@ -187,8 +189,8 @@ export class NvidiaProbe implements DeviceProbe {
   async sample(): Promise<DeviceSnapshot[]> {
     const { command, env, timeoutMs, now } = this.settings;
     const [gpus, apps] = await Promise.all([
-      runTool(command, nvidiaGpuQueryArgs(), { timeoutMs, env }),
-      runTool(command, nvidiaAppsQueryArgs(), { timeoutMs, env }),
+      runTool(command, nvidiaGpuQueryArgs(), { timeoutMs, env, signal: this.queries.signal }),
+      runTool(command, nvidiaAppsQueryArgs(), { timeoutMs, env, signal: this.queries.signal }),
     ]);
     if (!gpus.ok) throw new Error(gpus.message);
     const readings = parseNvidiaGpuCsv(gpus.stdout);
@@ -212,6 +214,7 @@ export class NvidiaProbe implements DeviceProbe {
       onSample,
       onError ?? (() => undefined),
       () => this.sample(),
+      () => this.queries.signal,
     );
     this.watches.add(watch);
     watch.start();
@@ -224,6 +227,8 @@ export class NvidiaProbe implements DeviceProbe {
   dispose(): void {
     for (const watch of this.watches) watch.stop();
     this.watches.clear();
+    this.queries.abort();
+    this.queries = new AbortController();
   }
 }
 
@@ -261,6 +266,7 @@ class NvidiaWatch {
     private readonly onSample: (snapshots: DeviceSnapshot[]) => void,
     private readonly onError: (error: Error) => void,
     private readonly sampleOnce: () => Promise<DeviceSnapshot[]>,
+    private readonly querySignal: () => AbortSignal,
   ) {
     this.restartDelay = s.restartDelayMs;
   }
@@ -407,7 +413,11 @@ class NvidiaWatch {
     if (this.processQueryRunning || this.stopped) return;
     this.processQueryRunning = true;
     try {
-      const result = await runTool(this.s.command, nvidiaAppsQueryArgs(), { timeoutMs: this.s.timeoutMs, env: this.s.env });
+      const result = await runTool(this.s.command, nvidiaAppsQueryArgs(), {
+        timeoutMs: this.s.timeoutMs,
+        env: this.s.env,
+        signal: this.querySignal(),
+      });
       if (this.stopped) return;
       if (result.ok) {
         this.processes = processesByGpu(parseNvidiaComputeApps(result.stdout));

@@ -9,6 +9,8 @@ export interface ToolOptions {
   timeoutMs: number;
   /** Extra environment (merged over the sidecar's); PATH here decides where the tool is looked up. */
   env?: NodeJS.ProcessEnv;
+  /** Ends the tool early (the probe was disposed): no vendor tool outlives the sidecar's interest in it. */
+  signal?: AbortSignal;
 }
 
 export type ToolResult =
@@ -22,6 +24,7 @@ export async function runTool(command: string, args: string[], options: ToolOpti
   const result = await execa(command, args, {
     timeout: options.timeoutMs,
     env: options.env,
+    cancelSignal: options.signal,
     stdin: 'ignore',
     reject: false,
     windowsHide: true,
@@ -34,6 +37,9 @@ export async function runTool(command: string, args: string[], options: ToolOpti
   const shown = `${command} ${args.join(' ')}`;
   if (result.code === 'ENOENT') {
     return { ok: false, stdout, stderr, problem: 'not found', message: `${command} is not on PATH` };
+  }
+  if (result.isCanceled) {
+    return { ok: false, stdout, stderr, problem: 'failed', message: `${command} was stopped: the device probe was closed` };
   }
   if (result.timedOut) {
     return { ok: false, stdout, stderr, problem: 'timed out', message: `${command} did not answer within ${options.timeoutMs} ms` };

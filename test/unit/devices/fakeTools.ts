@@ -27,5 +27,5 @@ export function fakeTools(tools: ('nvidia-smi' | 'rocm-smi')[], mode: string, mo
   // Only the fake tools and the basics: a real nvidia-smi on the test machine must not answer instead.
   const env = { PATH: [bin, '/usr/bin', '/bin'].join(delimiter), FAKE_SMI_STATE: state };
   // A fake tool that was just killed may still be writing its state file while the folder is removed: retry.
-  return { env, state, cleanup: () => rmSync(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }) };
+  return { env, state, cleanup: () => rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }) };
 }

@@ -141,6 +141,21 @@ describe('NvidiaProbe with a stand-in nvidia-smi', { skip: !posix && 'needs a PO
     }
   });
 
+  it('stops a one-shot query still running when the probe is disposed', async () => {
+    const tools = fakeTools(['nvidia-smi'], 'hang');
+    const probe = new NvidiaProbe({ env: tools.env, timeoutMs: 60_000 });
+    try {
+      const started = Date.now();
+      const query = probe.sample();
+      setTimeout(() => probe.dispose(), 200);
+      await assert.rejects(query, /was stopped: the device probe was closed/);
+      assert.ok(Date.now() - started < 30_000, 'the query ended long before its own time limit');
+    } finally {
+      probe.dispose();
+      tools.cleanup();
+    }
+  });
+
   it('gives up a one-shot query on a hanging nvidia-smi after its time limit', async () => {
     const tools = fakeTools(['nvidia-smi'], 'hang');
     const probe = new NvidiaProbe({ env: tools.env, timeoutMs: 300 });
