@@ -11,12 +11,11 @@
  */
 
 import { fork, type ChildProcess } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { LlmControl, MeasuredBuffer } from '../../core/ports';
+import type { MeasuredBuffer } from '../../core/ports';
 import type { LlmJobSpec, LlmState, Millis } from '../../core/types';
 import {
   LlmCancelledError,
@@ -29,6 +28,7 @@ import {
   type LlmEventListener,
   type WorkerProcessState,
 } from './llmEvents';
+import { LlmWorkerBase } from './llmWorkerBase';
 import type {
   LoadModelResult,
   WorkerErrorCode,
@@ -88,39 +88,22 @@ export interface EmbeddedLlmOptions {
 }
 
 const DEFAULTS = { startTimeoutMs: 60_000, transitionTimeoutMs: 10 * 60_000, hangTimeoutMs: 120_000, stopGraceMs: 3_000 };
-/** More idle crashes than this within CRASH_WINDOW_MS and the worker is left stopped (no restart loop). */
-const MAX_IDLE_RESTARTS = 3;
-const CRASH_WINDOW_MS = 60_000;
-
-export class EmbeddedLlm implements LlmControl {
+export class EmbeddedLlm extends LlmWorkerBase {
   /** The states this engine can hold (llama-server can only be hot or stopped). */
   readonly supportedStates: readonly LlmState[] = ['hot', 'warm', 'cold', 'stopped'];
+  protected readonly processName = 'The LLM worker';
 
   private options: EmbeddedLlmOptions;
-  private current: LlmState = 'stopped';
-  private processStateValue: WorkerProcessState = 'stopped';
   private connection: WorkerConnection | undefined;
-  private chain: Promise<unknown> = Promise.resolve();
-  private operationRunning = false;
   private lastMemory: WorkerMemoryReport | undefined;
   private modelInfo: LoadModelResult | undefined;
   private gpuBackend: string | false | undefined;
   /** The state the worker was in when it last died; a retry restores it. */
   private crashedFrom: LlmState | undefined;
-  private idleCrashTimes: number[] = [];
-  private readonly listeners = new Set<LlmEventListener>();
 
   constructor(options: EmbeddedLlmOptions) {
+    super(options.onEvent);
     this.options = { ...options };
-    if (options.onEvent) this.listeners.add(options.onEvent);
-  }
-
-  state(): LlmState {
-    return this.current;
-  }
-
-  processState(): WorkerProcessState {
-    return this.processStateValue;
   }
 
   /** The worker's pid while it runs. */
@@ -143,11 +126,6 @@ export class EmbeddedLlm implements LlmControl {
     return this.gpuBackend;
   }
 
-  onEvent(listener: LlmEventListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
   /** New model, context size or layers: used from the next load / context creation. */
   updateOptions(patch: Partial<Pick<EmbeddedLlmOptions, 'modelPath' | 'contextSize' | 'gpuLayers' | 'threads' | 'gpu'>>): void {
     this.options = { ...this.options, ...patch };
@@ -161,10 +139,6 @@ export class EmbeddedLlm implements LlmControl {
     });
   }
 
-  run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
-    return this.serial(() => this.runWithRetry(job, onText, signal));
-  }
-
   /** Asks the worker for a fresh memory report (waits for any running operation). */
   refreshMemory(): Promise<WorkerMemoryReport | undefined> {
     return this.serial(async () => {
@@ -174,25 +148,7 @@ export class EmbeddedLlm implements LlmControl {
     });
   }
 
-  /** Stops the worker. */
-  dispose(): Promise<void> {
-    return this.setState('stopped').then(() => undefined);
-  }
-
   // -------------------------------------------------------------------------------------------------------------
-
-  private serial<T>(operation: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(async () => {
-      this.operationRunning = true;
-      try {
-        return await operation();
-      } finally {
-        this.operationRunning = false;
-      }
-    });
-    this.chain = next.catch(() => undefined);
-    return next;
-  }
 
   private async moveTo(target: LlmState, signal?: AbortSignal): Promise<void> {
     for (const next of llmPath(this.current, target)) {
@@ -306,48 +262,15 @@ export class EmbeddedLlm implements LlmControl {
     return value;
   }
 
-  private async runWithRetry(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
-    if (signal.aborted) throw new LlmCancelledError('The request was cancelled before it started.');
-    // A fixed seed makes a retried request produce the same text, so the part already streamed can be skipped.
-    const seed = randomInt(0, 2 ** 31 - 1);
-    let delivered = '';
-    for (let attempt = 1; ; attempt++) {
-      if (this.current !== 'hot') {
-        throw new LlmStateError(`The LLM is ${this.current}: it must be hot to serve a request (setState('hot') first).`);
-      }
-      let produced = '';
-      let diverged = false;
-      const forward = (delta: string) => {
-        const start = produced.length;
-        produced += delta;
-        if (produced.length <= delivered.length) {
-          if (!diverged && !delivered.startsWith(produced)) diverged = true;
-          return;
-        }
-        const fresh = delta.slice(Math.max(0, delivered.length - start));
-        if (!diverged && !produced.startsWith(delivered)) {
-          diverged = true;
-          this.emit({ type: 'log', level: 'warn', message: 'The retried answer differs from the part streamed before the crash.' });
-        }
-        delivered = produced;
-        onText(fresh);
-      };
-      try {
-        return await this.generateOnce(job, seed, forward, signal);
-      } catch (error) {
-        if (!(error instanceof LlmWorkerCrashedError) || signal.aborted) throw error;
-        const restoreTo = this.crashedFrom ?? 'hot';
-        const willRetry = attempt === 1;
-        this.emit({ type: 'crash', during: 'request', exitCode: error.exitCode, signal: error.signal, hung: error.hung, willRetry, message: error.message });
-        if (!willRetry) {
-          throw new LlmWorkerCrashedError(`The LLM worker died twice on this request: ${error.message}`, error.exitCode, error.signal, error.hung);
-        }
-        await this.recover(restoreTo);
-      }
-    }
+  protected checkReady(): void {
+    if (this.current !== 'hot') throw this.stateError();
   }
 
-  private async generateOnce(job: LlmJobSpec, seed: number, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
+  protected recoverAfterCrash(): Promise<void> {
+    return this.recover(this.crashedFrom ?? 'hot');
+  }
+
+  protected async generateOnce(job: LlmJobSpec, seed: number, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
     const connection = this.connection;
     if (!connection) throw new LlmStateError('The LLM worker is not running.');
     this.setProcess('busy');
@@ -396,16 +319,7 @@ export class EmbeddedLlm implements LlmControl {
     this.emit({ type: 'state', state: 'stopped', process: 'stopped' });
     if (this.operationRunning) return; // The running operation sees the crash and decides (retry or report).
 
-    const now = Date.now();
-    this.idleCrashTimes = this.idleCrashTimes.filter((at) => now - at < CRASH_WINDOW_MS);
-    this.idleCrashTimes.push(now);
-    const willRetry = before !== 'stopped' && this.idleCrashTimes.length <= MAX_IDLE_RESTARTS;
-    this.emit({ type: 'crash', during: 'idle', exitCode: code, signal, hung: false, willRetry, message: connection.describeExit(code, signal) });
-    if (!willRetry) {
-      if (before !== 'stopped') this.emit({ type: 'gaveUp', message: `The LLM worker crashed ${this.idleCrashTimes.length} times in a minute: left stopped.` });
-      return;
-    }
-    void this.serial(() => this.recover(before)).catch(() => undefined);
+    this.handleIdleCrash({ exitCode: code, signal, message: connection.describeExit(code, signal) }, before !== 'stopped', () => this.recover(before));
   }
 
   private setProcess(state: WorkerProcessState): void {
@@ -414,16 +328,6 @@ export class EmbeddedLlm implements LlmControl {
 
   private timeout(name: keyof typeof DEFAULTS): Millis {
     return this.options[name] ?? DEFAULTS[name];
-  }
-
-  private emit(event: LlmEvent): void {
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch {
-        // A listener's bug must not break the worker's state machine.
-      }
-    }
   }
 }
 

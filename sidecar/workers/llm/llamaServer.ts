@@ -19,7 +19,7 @@ import { access, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { delimiter, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import type { ResultPromise } from 'execa';
-import type { LlmControl, MeasuredBuffer } from '../../core/ports';
+import type { MeasuredBuffer } from '../../core/ports';
 import type { LlmJobSpec, LlmState, Millis } from '../../core/types';
 import { loadExeca } from '../../loadExeca';
 import { stopTree, trackProcessGroup } from '../processTree';
@@ -29,12 +29,10 @@ import {
   LlmCancelledError,
   LlmInputError,
   LlmOutOfMemoryError,
-  LlmStateError,
   LlmWorkerCrashedError,
-  type LlmEvent,
   type LlmEventListener,
-  type WorkerProcessState,
 } from './llmEvents';
+import { LlmWorkerBase } from './llmWorkerBase';
 import { SseDecoder } from './sseDecoder';
 
 export interface LlamaServerOptions {
@@ -75,8 +73,6 @@ const HELP_TIMEOUT_MS = 15_000;
 const HEALTH_POLL_MS = 150;
 const DEFAULT_MAX_TOKENS = 256;
 const LOG_TAIL_LINES = 30;
-const MAX_IDLE_RESTARTS = 3;
-const CRASH_WINDOW_MS = 60_000;
 const ENHANCE_PROMPT_SYSTEM =
   'Rewrite the user\'s image idea as one detailed prompt for an image generator: subject, style, lighting, composition. Answer with the prompt only.';
 
@@ -185,31 +181,18 @@ interface RunningServer {
   untrack: () => void;
 }
 
-export class LlamaServerLlm implements LlmControl {
+export class LlamaServerLlm extends LlmWorkerBase {
   /** llama-server can only be running with everything loaded, or not running. */
   readonly supportedStates: readonly LlmState[] = ['hot', 'stopped'];
+  protected readonly processName = 'llama-server';
 
   private options: LlamaServerOptions;
-  private current: LlmState = 'stopped';
-  private processStateValue: WorkerProcessState = 'stopped';
   private server: RunningServer | undefined;
   private help: LlamaServerHelp | undefined;
-  private chain: Promise<unknown> = Promise.resolve();
-  private operationRunning = false;
-  private idleCrashTimes: number[] = [];
-  private readonly listeners = new Set<LlmEventListener>();
 
   constructor(options: LlamaServerOptions) {
+    super(options.onEvent);
     this.options = { ...options };
-    if (options.onEvent) this.listeners.add(options.onEvent);
-  }
-
-  state(): LlmState {
-    return this.current;
-  }
-
-  processState(): WorkerProcessState {
-    return this.processStateValue;
   }
 
   /** The server's pid while it runs. */
@@ -230,11 +213,6 @@ export class LlamaServerLlm implements LlmControl {
   /** Buffers of the running server, for calibration. */
   measured(): MeasuredBuffer[] {
     return this.server ? toMeasuredBuffers(this.server.parser.snapshot().buffers) : [];
-  }
-
-  onEvent(listener: LlmEventListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
   }
 
   /** New settings take effect at the next start (a running server keeps its flags until restarted). */
@@ -267,28 +245,7 @@ export class LlamaServerLlm implements LlmControl {
     });
   }
 
-  run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
-    return this.serial(() => this.runWithRetry(job, onText, signal));
-  }
-
-  dispose(): Promise<void> {
-    return this.setState('stopped').then(() => undefined);
-  }
-
   // -------------------------------------------------------------------------------------------------------------
-
-  private serial<T>(operation: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(async () => {
-      this.operationRunning = true;
-      try {
-        return await operation();
-      } finally {
-        this.operationRunning = false;
-      }
-    });
-    this.chain = next.catch(() => undefined);
-    return next;
-  }
 
   private async capabilities(): Promise<LlamaServerHelp> {
     this.help ??= await probeLlamaServer(this.options.serverPath, this.env());
@@ -433,33 +390,17 @@ export class LlamaServerLlm implements LlmControl {
     this.processStateValue = 'stopped';
   }
 
-  private async runWithRetry(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
-    if (signal.aborted) throw new LlmCancelledError('The request was cancelled before it started.');
-    const seed = Math.floor(Math.random() * 2 ** 31);
-    let delivered = '';
-    for (let attempt = 1; ; attempt++) {
-      if (this.current !== 'hot' || !this.server) {
-        throw new LlmStateError(`The LLM is ${this.current}: it must be hot to serve a request (setState('hot') first).`);
-      }
-      let produced = '';
-      const forward = (delta: string) => {
-        const start = produced.length;
-        produced += delta;
-        if (produced.length <= delivered.length) return;
-        const fresh = delta.slice(Math.max(0, delivered.length - start));
-        delivered = produced;
-        onText(fresh);
-      };
-      try {
-        return await this.requestOnce(this.server, job, seed, forward, signal);
-      } catch (error) {
-        if (!(error instanceof LlmWorkerCrashedError) || signal.aborted) throw error;
-        const willRetry = attempt === 1;
-        this.emit({ type: 'crash', during: 'request', exitCode: error.exitCode, signal: error.signal, hung: error.hung, willRetry, message: error.message });
-        if (!willRetry) throw new LlmWorkerCrashedError(`llama-server died twice on this request: ${error.message}`, error.exitCode, error.signal, error.hung);
-        await this.recover();
-      }
-    }
+  protected checkReady(): void {
+    if (this.current !== 'hot' || !this.server) throw this.stateError();
+  }
+
+  protected generateOnce(job: LlmJobSpec, seed: number, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
+    if (!this.server) throw this.stateError();
+    return this.requestOnce(this.server, job, seed, onText, signal);
+  }
+
+  protected recoverAfterCrash(): Promise<void> {
+    return this.recover();
   }
 
   private async requestOnce(server: RunningServer, job: LlmJobSpec, seed: number, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
@@ -584,16 +525,7 @@ export class LlamaServerLlm implements LlmControl {
     this.emit({ type: 'state', state: 'stopped', process: 'stopped' });
     if (this.operationRunning || before !== 'hot') return; // The running operation reports it.
 
-    const now = Date.now();
-    this.idleCrashTimes = this.idleCrashTimes.filter((at) => now - at < CRASH_WINDOW_MS);
-    this.idleCrashTimes.push(now);
-    const willRetry = this.idleCrashTimes.length <= MAX_IDLE_RESTARTS;
-    this.emit({ type: 'crash', during: 'idle', exitCode, signal, hung: false, willRetry, message: `llama-server ${describeExit(exitCode, signal)}${this.tail(server)}` });
-    if (!willRetry) {
-      this.emit({ type: 'gaveUp', message: `llama-server crashed ${this.idleCrashTimes.length} times in a minute: left stopped.` });
-      return;
-    }
-    void this.serial(() => this.recover()).catch(() => undefined);
+    this.handleIdleCrash({ exitCode, signal, message: `llama-server ${describeExit(exitCode, signal)}${this.tail(server)}` }, true, () => this.recover());
   }
 
   private tail(server: RunningServer): string {
@@ -603,16 +535,6 @@ export class LlamaServerLlm implements LlmControl {
 
   private timeout(name: keyof typeof DEFAULTS): Millis {
     return this.options[name] ?? DEFAULTS[name];
-  }
-
-  private emit(event: LlmEvent): void {
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch {
-        // A listener's bug must not break the state machine.
-      }
-    }
   }
 }
 
