@@ -26,7 +26,8 @@ const NAME_KEYS = ['Card Series', 'Card series', 'Device Name', 'Card Model', 'C
 
 function byteField(value: unknown): Bytes | null {
   const text = String(value ?? '').trim();
-  return /^\d+$/.test(text) ? Number(text) : null;
+  // A figure beyond 2^53 bytes is no real card's: a garbled field, not a size.
+  return /^\d+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : null;
 }
 
 function cardName(fields: Record<string, unknown>): string {
@@ -38,7 +39,7 @@ function cardName(fields: Record<string, unknown>): string {
 }
 
 function reading(card: string, fields: Record<string, unknown>): AmdGpuReading | null {
-  const match = /^card(\d+)$/.exec(card);
+  const match = /^card(\d{1,9})$/.exec(card);
   const total = byteField(fields[TOTAL_KEY]);
   const used = byteField(fields[USED_KEY]);
   if (!match || total === null || total <= 0 || used === null) return null;
@@ -131,7 +132,7 @@ export function readAmdSysfs(root = '/sys/class/drm'): AmdSysfsCard[] {
       if (readFileSync(join(device, 'vendor'), 'utf8').trim().toLowerCase() !== '0x1002') continue;
       const total = Number(readFileSync(join(device, 'mem_info_vram_total'), 'utf8').trim());
       const used = Number(readFileSync(join(device, 'mem_info_vram_used'), 'utf8').trim());
-      if (Number.isFinite(total) && total > 0 && Number.isFinite(used)) cards.push({ card: Number(match[1]), total, used });
+      if (Number.isSafeInteger(total) && total > 0 && Number.isSafeInteger(used) && used >= 0) cards.push({ card: Number(match[1]), total, used });
     } catch {
       // Not an amdgpu card with VRAM files (a connector, another driver).
     }

@@ -51,7 +51,10 @@ export interface NvidiaComputeApp {
 /** A MiB figure as nvidia-smi prints it (`24576`, `24576 MiB`), or null for `[N/A]`, `[Not Supported]` and the like. */
 function mibField(field: string): Bytes | null {
   const match = /^(\d+(?:\.\d+)?)(?:\s*MiB)?$/.exec(field.trim());
-  return match ? Math.round(Number(match[1]) * MiB) : null;
+  if (!match) return null;
+  // A figure no GPU has (a garbled line) counts as not reported rather than as a huge or infinite size.
+  const bytes = Math.round(Number(match[1]) * MiB);
+  return Number.isSafeInteger(bytes) ? bytes : null;
 }
 
 /**
@@ -66,7 +69,7 @@ export function parseNvidiaGpuLine(line: string): NvidiaGpuReading | null {
   // Names have no commas today; should one appear, the figures are still the last three fields.
   const name = fields.slice(2, -3).join(', ');
   const [total, reportedUsed, reportedFree] = fields.slice(-3).map(mibField);
-  if (!/^\d+$/.test(indexField) || !uuid || !name || total === null || total <= 0) return null;
+  if (!/^\d{1,9}$/.test(indexField) || !uuid || !name || total === null || total <= 0) return null;
   if (reportedUsed === null && reportedFree === null) return null;
   // memory.used + memory.free is less than memory.total on recent drivers (the rest is reserved): keep both
   // figures as reported and derive one only when it is missing.
@@ -95,7 +98,7 @@ export function parseNvidiaComputeApps(text: string): NvidiaComputeApp[] {
     const fields = line.split(',').map((f) => f.trim());
     if (fields.length < 4) continue;
     const [gpuUuid, pidField] = fields;
-    if (!/^\d+$/.test(pidField) || !gpuUuid) continue;
+    if (!/^\d{1,15}$/.test(pidField) || !gpuUuid) continue;
     // A process path may contain commas: the name is everything between the pid and the last field.
     apps.push({ gpuUuid, pid: Number(pidField), name: fields.slice(2, -1).join(', '), used: mibField(fields[fields.length - 1]) });
   }

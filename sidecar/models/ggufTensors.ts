@@ -7,8 +7,8 @@
  * `import()` (a unit test bundles this file and checks), and works under tsx too.
  */
 
-import { open } from 'node:fs/promises';
 import type { GgufFileInfo, GgufTensorInfo } from 'node-llama-cpp';
+import { checkGgufLayout, ggufPartPaths } from './ggufLayout';
 import { ModelFileError, modelFileSize, truncatedMessage } from './modelFileError';
 
 type NodeLlamaCpp = typeof import('node-llama-cpp');
@@ -101,12 +101,18 @@ export function ggmlTensorBytes(ggmlType: number, dims: readonly number[]): numb
 }
 
 /**
- * Reads a GGUF header and sizes its tensors. Throws ModelFileError when the file is missing, is not a GGUF, or is
- * shorter than its header says.
+ * Reads a GGUF header and sizes its tensors. Throws ModelFileError when the file (or a part of a split file) is
+ * missing, is not a GGUF, or is shorter or stranger than its header says.
  */
 export async function readGgufFile(path: string): Promise<GgufFile> {
-  const firstSize = await modelFileSize(path, '.gguf');
-  await checkGgufMagic(path, firstSize);
+  // node-llama-cpp trusts the header's counts and lengths: check every part's header against its size first.
+  for (const partPath of ggufPartPaths(path)) {
+    const size = await modelFileSize(partPath, '.gguf').catch((error: unknown) => {
+      if (partPath === path || !(error instanceof ModelFileError) || error.kind !== 'missing') throw error;
+      throw new ModelFileError('missing', partPath, `${partPath}, a part of the split model ${path}, is missing: put every part in the same folder.`);
+    });
+    await checkGgufLayout(partPath, size);
+  }
   const { readGgufFileInfo, GgmlType, GgufFileType } = await loadNodeLlamaCpp();
   let info: GgufFileInfo;
   try {
@@ -141,22 +147,6 @@ export async function readGgufFile(path: string): Promise<GgufFile> {
   };
 }
 
-/** The reader pads a short file with zeros, so check the magic and the minimum header size ourselves first. */
-async function checkGgufMagic(path: string, fileSize: number): Promise<void> {
-  const notGguf = () => new ModelFileError('notModel', path, `${path} is not a GGUF model file: pick a .gguf file.`);
-  if (fileSize < 4) throw notGguf();
-  const handle = await open(path, 'r');
-  try {
-    const magic = Buffer.alloc(4);
-    await handle.read(magic, 0, 4, 0);
-    if (magic.toString('latin1') !== 'GGUF') throw notGguf();
-  } finally {
-    await handle.close();
-  }
-  // Magic, version, tensor count and key-value count: 24 bytes before anything else.
-  if (fileSize < 24) throw new ModelFileError('truncated', path, truncatedMessage(path, fileSize, 24));
-}
-
 function sizeTensors(
   infos: readonly GgufTensorInfo[],
   partSizes: number[],
@@ -171,14 +161,33 @@ function sizeTensors(
   });
   // Types the table does not know: the gap to the next tensor of the same part (or to the end of the part).
   const unknown = tensors.filter((tensor) => tensor.bytes < 0);
+  if (unknown.length === 0) return tensors;
+  // Sorted offsets per part, so that a header listing many such tensors costs n log n, not n squared.
+  const offsetsByPart = new Map<number, number[]>();
+  for (const tensor of tensors) {
+    const offsets = offsetsByPart.get(tensor.filePart) ?? [];
+    offsets.push(tensor.offset);
+    offsetsByPart.set(tensor.filePart, offsets);
+  }
+  for (const offsets of offsetsByPart.values()) offsets.sort((a, b) => a - b);
   for (const tensor of unknown) {
     const dataEnd = (partSizes[tensor.filePart - 1] ?? 0) - (dataStarts[tensor.filePart - 1] ?? 0);
-    const next = tensors
-      .filter((other) => other.filePart === tensor.filePart && other.offset > tensor.offset)
-      .reduce((nearest, other) => Math.min(nearest, other.offset), dataEnd);
+    const next = Math.min(dataEnd, firstAbove(offsetsByPart.get(tensor.filePart) ?? [], tensor.offset));
     tensor.bytes = Math.max(0, next - tensor.offset);
   }
   return tensors;
+}
+
+/** The smallest value above `value` in an ascending list (Infinity when there is none). */
+function firstAbove(sorted: readonly number[], value: number): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (sorted[middle] <= value) low = middle + 1;
+    else high = middle;
+  }
+  return sorted[low] ?? Infinity;
 }
 
 /** Every part must hold its header and the data of every tensor its header lists. */

@@ -50,6 +50,9 @@ export interface LlmModelMeta {
   slidingWindow?: number;
 }
 
+/** Far above any released model (a few hundred blocks at most). */
+const MAX_BLOCKS = 65_536;
+
 /** Reads the header of a GGUF LLM. Throws ModelFileError with a message that says what to do. */
 export async function readLlmModelMeta(path: string): Promise<LlmModelMeta> {
   return llmModelMetaFromGguf(await readGgufFile(path));
@@ -60,6 +63,10 @@ export function llmModelMetaFromGguf(file: GgufFile): LlmModelMeta {
   const arch = file.archMetadata;
   const attention = (arch.attention ?? {}) as Record<string, unknown>;
   const blockCount = positive(numberOrArray(arch.block_count), file, 'block_count');
+  // Per-layer arrays are sized by it: a damaged header must not ask for billions of entries.
+  if (blockCount > MAX_BLOCKS || !Number.isInteger(blockCount)) {
+    throw new ModelFileError('notModel', file.path, `${file.path} is damaged: its header says the model has ${blockCount} layers. Download the model again, or pick another .gguf file.`);
+  }
   const embeddingLength = positive(numberOrArray(arch.embedding_length), file, 'embedding_length');
   const headCount = maxOf(numberOrArray(attention.head_count)) || 1;
   const headCountKvByLayer = perLayer(numberOrArray(attention.head_count_kv) ?? headCount, blockCount);
@@ -75,7 +82,7 @@ export function llmModelMetaFromGguf(file: GgufFile): LlmModelMeta {
     embeddingLength,
     feedForwardLength: maxOf(numberOrArray(arch.feed_forward_length)) || 4 * embeddingLength,
     headCount,
-    headCountKv: Math.max(...headCountKvByLayer),
+    headCountKv: maxOf(headCountKvByLayer),
     headCountKvByLayer,
     keyLength: maxOf(numberOrArray(attention.key_length)) || headDim,
     valueLength: maxOf(numberOrArray(attention.value_length)) || headDim,
@@ -139,9 +146,10 @@ function positive(value: number | number[] | undefined, file: GgufFile, key: str
   return number;
 }
 
+/** The largest value (a loop, not a spread: a header array may hold more items than a call takes arguments). */
 function maxOf(value: number | number[] | undefined): number {
   if (value === undefined) return 0;
-  return Array.isArray(value) ? Math.max(0, ...value) : value;
+  return Array.isArray(value) ? value.reduce((max, item) => (item > max ? item : max), 0) : value;
 }
 
 function perLayer(value: number | number[], layers: number): number[] {

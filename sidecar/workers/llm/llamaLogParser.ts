@@ -28,7 +28,12 @@ export type LlamaLogEvent =
 const ANSI = /\u001b\[[0-9;]*m/g;
 const UNIT: Record<string, number> = { B: 1, KiB, KB: KiB, MiB, MB: MiB, GiB, GB: GiB };
 
-const BUFFER = /(\S+)\s+(model |KV |compute |output )?buffer size\s*=\s*([\d.]+)\s*(GiB|MiB|KiB|GB|MB|KB|B)\b/;
+/** Longest line parsed; the rest of a longer one is ignored (the lines of interest are short). */
+export const MAX_LINE_CHARS = 8192;
+
+// The device name starts only where a word starts (the lookbehind): otherwise every position inside a long run
+// of non-space characters is tried as a start, and such a line takes quadratic time.
+const BUFFER = /(?<!\S)(\S+)\s+(model |KV |compute |output )?buffer size\s*=\s*([\d.]+)\s*(GiB|MiB|KiB|GB|MB|KB|B)\b/;
 const OLD_VRAM_USED = /llm_load_tensors: VRAM used:\s*([\d.]+)\s*(GiB|MiB|GB|MB)\b/;
 const OFFLOAD = /offloaded (\d+)\/(\d+) layers to GPU/;
 const DEVICE = /using device (\S+) \((.*?)\)(?: \([^)]*\))? - (\d+) MiB free/;
@@ -38,8 +43,15 @@ const FATAL = /error loading model|failed to load model|failed to open GGUF file
 
 /** One log line -> what it says, or null when it says nothing the arbiter uses. */
 export function parseLlamaLogLine(rawLine: string): LlamaLogEvent | null {
-  const line = rawLine.replace(ANSI, '').trim();
+  const line = rawLine.slice(0, MAX_LINE_CHARS).replace(ANSI, '').trim();
   if (!line) return null;
+  const event = eventOf(line);
+  // A figure llama.cpp never prints (`1.2.3 MiB`, a 400-digit count) makes the event meaningless.
+  if (event && Object.values(event).some((value) => typeof value === 'number' && !Number.isFinite(value))) return null;
+  return event;
+}
+
+function eventOf(line: string): LlamaLogEvent | null {
 
   const buffer = BUFFER.exec(line);
   if (buffer) {
@@ -98,10 +110,10 @@ export class LlamaLogParser {
 
   /** Feeds a chunk of log text; complete lines are parsed at once, a trailing fragment waits for the rest. */
   push(chunk: string): void {
-    const text = this.partial + chunk;
-    const lines = text.split(/\r?\n/);
-    this.partial = lines.pop() ?? '';
-    for (const line of lines) this.pushLine(line);
+    const lines = (this.partial + chunk).split(/\r?\n/);
+    // Only the head of an unfinished line is kept: a stream without line breaks stays linear in time and small.
+    this.partial = (lines.pop() ?? '').slice(0, MAX_LINE_CHARS);
+    for (const line of lines) this.pushLine(line.slice(0, MAX_LINE_CHARS));
   }
 
   /** Parses whatever fragment is still waiting (at process exit). */

@@ -81,12 +81,20 @@ function bufferKey(name: string, what: 'compute' | 'weights'): string {
   return `${componentOf(name) ?? name.toLowerCase()}.${what}`;
 }
 
+/**
+ * Longest segment parsed; the rest of a longer one is ignored. sd.cpp's lines of interest are short, and a binary
+ * that prints megabytes without a line break must not make the parser slow or hold it all.
+ */
+export const MAX_SEGMENT_CHARS = 8192;
+
 const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 const STEP = /\|\s*(\d+)\/(\d+)\s*-\s*([\d.]+|inf|nan)\s*(s\/it|it\/s)/i;
-const COMPUTE_BUFFER = /([A-Za-z][\w.-]*) compute buffer size:\s*([\d.]+)\s*MB\s*\((VRAM|RAM)\)/;
-const PARAMS_BUFFER = /([A-Za-z][\w.-]*) params backend buffer size\s*=\s*([\d.]+)\s*MB\s*\((VRAM|RAM)\)/;
+// Names are matched as the whole word before the marker (the lookbehind), then cut to start at a letter: letting the
+// regex try every position inside a long word as the start of the name takes quadratic time.
+const COMPUTE_BUFFER = /(?<![\w.-])([\w.-]+) compute buffer size:\s*([\d.]+)\s*MB\s*\((VRAM|RAM)\)/;
+const PARAMS_BUFFER = /(?<![\w.-])([\w.-]+) params backend buffer size\s*=\s*([\d.]+)\s*MB\s*\((VRAM|RAM)\)/;
 const TOTAL_PARAMS = /total params memory size\s*=\s*[\d.]+\s*MB\s*\(VRAM\s*([\d.]+)\s*MB,\s*RAM\s*([\d.]+)\s*MB\)(?::\s*(.*))?/;
-const TOTAL_PART = /([A-Za-z][\w]*)\s+([\d.]+)\s*MB\s*\((VRAM|RAM)\)/g;
+const TOTAL_PART = /(?<!\w)(\w+)\s+([\d.]+)\s*MB\s*\((VRAM|RAM)\)/g;
 const TAKING = /taking\s+([\d.]+)\s*(ms|s)\b/;
 
 /** Incremental parser of one output stream. */
@@ -112,8 +120,10 @@ export class SdLogParser {
   push(chunk: string): SdLogEvent[] {
     const events: SdLogEvent[] = [];
     const parts = (this.pending + chunk).split(/\r\n|\r|\n/);
-    this.pending = parts.pop() ?? '';
-    for (const segment of parts) {
+    // Only the head of an unterminated segment is kept, so that a stream without line breaks costs linear time.
+    this.pending = (parts.pop() ?? '').slice(0, MAX_SEGMENT_CHARS);
+    for (const whole of parts) {
+      const segment = whole.slice(0, MAX_SEGMENT_CHARS);
       // A bar already reported while drawn: the rest of its segment still counts.
       const reported = this.reportedPartial !== '' && segment.startsWith(this.reportedPartial);
       this.reportedPartial = '';
@@ -142,7 +152,10 @@ export class SdLogParser {
 
   /** Parses one complete segment (a line, or one redraw of the progress bar). */
   parseSegment(raw: string, skipStep = false): SdLogEvent[] {
-    const line = stripAnsi(raw);
+    return this.parseLine(stripAnsi(raw.slice(0, MAX_SEGMENT_CHARS)), skipStep).filter(hasFiniteFigures);
+  }
+
+  private parseLine(line: string, skipStep: boolean): SdLogEvent[] {
     if (line.trim() === '') return [];
     const events: SdLogEvent[] = [];
 
@@ -190,16 +203,16 @@ export class SdLogParser {
 
     // Buffers.
     const compute = COMPUTE_BUFFER.exec(line);
-    if (compute) events.push(bufferEvent(compute[1], 'compute', compute[2], compute[3]));
+    if (compute) events.push(...bufferEvent(compute[1], 'compute', compute[2], compute[3]));
     const params = PARAMS_BUFFER.exec(line);
-    if (params) events.push(bufferEvent(params[1], 'weights', params[2], params[3]));
+    if (params) events.push(...bufferEvent(params[1], 'weights', params[2], params[3]));
     const total = TOTAL_PARAMS.exec(line);
     if (total) {
       events.push(...this.enter('load'), { type: 'stage', stage: 'load', phase: 'end' });
       events.push({ type: 'buffer', name: 'total', buffer: { key: 'total.weights', bytes: mb(total[1]), where: 'gpu' } });
       events.push({ type: 'buffer', name: 'total', buffer: { key: 'total.weights', bytes: mb(total[2]), where: 'cpu' } });
       for (const part of (total[3] ?? '').matchAll(TOTAL_PART)) {
-        if (Number(part[2]) > 0) events.push(bufferEvent(part[1], 'weights', part[2], part[3]));
+        if (Number(part[2]) > 0) events.push(...bufferEvent(part[1], 'weights', part[2], part[3]));
       }
     }
 
@@ -222,6 +235,7 @@ export class SdLogParser {
     if (!m) return undefined;
     const value = Number(m[3]);
     const perStep = m[4].toLowerCase() === 's/it' ? value : value > 0 ? 1 / value : 0;
+    if (!Number.isFinite(Number(m[1])) || !Number.isFinite(Number(m[2]))) return undefined;
     return { type: 'step', step: Number(m[1]), totalSteps: Number(m[2]), secondsPerStep: Number.isFinite(perStep) ? perStep : 0 };
   }
 
@@ -233,14 +247,24 @@ export class SdLogParser {
   }
 }
 
-function bufferEvent(name: string, what: 'compute' | 'weights', size: string, where: string): SdLogEvent {
-  return { type: 'buffer', name, buffer: { key: bufferKey(name, what), bytes: mb(size), where: where === 'VRAM' ? 'gpu' : 'cpu' } };
+/** The buffer event of a size line; none when the word before the marker holds no name (no letter). */
+function bufferEvent(word: string, what: 'compute' | 'weights', size: string, where: string): SdLogEvent[] {
+  const name = word.replace(/^[^A-Za-z]+/, '');
+  if (!name) return [];
+  return [{ type: 'buffer', name, buffer: { key: bufferKey(name, what), bytes: mb(size), where: where === 'VRAM' ? 'gpu' : 'cpu' } }];
 }
 
 function taking(line: string): { ms?: number } {
   const m = TAKING.exec(line);
   if (!m) return {};
-  return { ms: Math.round(m[2] === 'ms' ? Number(m[1]) : Number(m[1]) * 1000) };
+  const ms = Math.round(m[2] === 'ms' ? Number(m[1]) : Number(m[1]) * 1000);
+  return Number.isFinite(ms) ? { ms } : {};
+}
+
+/** A figure sd.cpp never prints (`1.2.3 MB`, a 400-digit size) makes an event meaningless: it is dropped. */
+function hasFiniteFigures(event: SdLogEvent): boolean {
+  const figures = event.type === 'buffer' ? [event.buffer.bytes] : Object.values(event).filter((value) => typeof value === 'number');
+  return figures.every((value) => Number.isFinite(value));
 }
 
 function stripAnsi(text: string): string {
