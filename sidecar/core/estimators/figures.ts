@@ -15,35 +15,52 @@ export const LOG_MB = MiB;
 // VAE decode (the danger zone)
 
 /**
- * Whole-image VAE decode compute buffer, bytes per output pixel, by backend. The buffer is linear in W*H.
- * - CUDA (default conv kernels): 1664.00 MB at 512x512 = 6656 B/px; SDXL 1024x1024 6656.25 MB (memory-facts.md:9-10).
- * - Vulkan: SDXL 1024x1024 2560.25 MB = 2560 B/px (memory-facts.md:12).
- * - ROCm, Metal, CPU and unknown backends: no published per-pixel figure; the CUDA figure is the largest
- *   published one for a current build, so it is the safe prior (assumed).
+ * The VAE decode compute buffer is derived from the decoder's shapes, not read off published logs: ggml's graph
+ * allocator keeps a tensor until its last consumer has run, so the buffer is the largest set of tensors alive at
+ * one step of the decoder (imageEstimator.ts, `vaeDecodeBytesPerPixel`). The published sd.cpp figures are the test
+ * data of that derivation (docs/bench/estimator-accuracy.md), never an input.
+ *
+ * The KL VAE decoder of SD1.x/2/XL, SD3 and Flux (ldm's `Decoder`, sd.cpp's vae.hpp): `conv_in` to 512 channels at
+ * latent resolution, a middle block (resnet, single-head attention over every latent pixel, resnet), then four
+ * levels of 3 resnets with 128 * [4, 4, 2, 1] channels, each level but the last followed by a 2x nearest upsample
+ * and a 3x3 conv. Resnets are norm -> SiLU (in place) -> 3x3 conv, twice, plus a 1x1 shortcut conv when the
+ * channel count changes; the block input stays alive for that shortcut.
  */
-export const VAE_DECODE_BYTES_PER_PIXEL = {
-  cuda: 6656,
-  vulkan: 2560,
-  rocm: 6656,
-  metal: 6656,
-  cpu: 6656,
-  unknown: 6656,
-} as const;
+export interface VaeDecoderShape {
+  baseChannels: number;
+  /** Channel multiplier per level, full resolution first. */
+  channelMult: readonly number[];
+  resnetsPerLevel: number;
+  kernel: number;
+}
+export const KL_VAE_DECODER: VaeDecoderShape = { baseChannels: 128, channelMult: [1, 2, 4, 4], resnetsPerLevel: 3, kernel: 3 };
 
-/** Vulkan with `--vae-conv-direct`: SD1.5 1024x1024 2944.25 MB = 2944 B/px (memory-facts.md:13). */
-export const VAE_DECODE_BYTES_PER_PIXEL_VULKAN_CONV_DIRECT = 2944;
-
-/** An older sd.cpp build logged 7680.25 MB for SDXL 1024x1024 = 7680 B/px (memory-facts.md:11). Not the default. */
-export const VAE_DECODE_BYTES_PER_PIXEL_OLDER_BUILD = 7680;
-
-/** The fixed part of every logged VAE buffer: the `.25` of `6656.25 MB` and `2560.25 MB` (memory-facts.md:10,12). */
-export const VAE_DECODE_FIXED_BYTES = 0.25 * LOG_MB;
+/** sd.cpp runs the VAE and the UNet with f32 activations; im2col writes its matrix in the weights' type (f16 here). */
+export const SD_ACTIVATION_BYTES = 4;
+export const SD_IM2COL_BYTES = 2;
+/** The middle attention block materialises its scores: latent pixels^2 f32 (one head, no flash attention). */
+export const VAE_ATTENTION_SCORE_BYTES = 4;
 
 /**
- * Tiled decode peak: one tile's buffer, i.e. the per-pixel figure times the tile's pixels (256x256), whatever the
- * image size (memory-facts.md:19-20, "roughly constant per tile, tens to a few hundred MB"). Check: Vulkan
- * conv-direct 2944 B/px * 65536 px = 184 MB against the logged 176 MB with tiling (memory-facts.md:12).
- * sd.cpp `--vae-tiling` default: 32x32-latent tiles (256 px at 8x), overlap 0.5 (memory-facts.md:19).
+ * How a backend runs the VAE's convolutions when the job does not ask for `--vae-conv-direct`:
+ * - `im2col`: ggml_conv_2d, an im2col buffer (C_in * k * k values per output pixel) then a matrix product. The
+ *   default of sd.cpp on CUDA, ROCm, Metal and the CPU.
+ * - `direct`: ggml_conv_2d_direct, no im2col buffer. sd.cpp's Vulkan builds log the direct-convolution size for a
+ *   default run (memory-facts.md:12), so Vulkan is taken as direct; the number itself still comes from the shapes.
+ */
+export type ConvLowering = 'im2col' | 'direct';
+export const VAE_CONV_LOWERING: Record<'cuda' | 'vulkan' | 'rocm' | 'metal' | 'cpu' | 'unknown', ConvLowering> = {
+  cuda: 'im2col',
+  vulkan: 'direct',
+  rocm: 'im2col',
+  metal: 'im2col',
+  cpu: 'im2col',
+  unknown: 'im2col',
+};
+
+/**
+ * Tiled decode peak: the same derivation for one tile of 32x32 latent pixels (256x256 output pixels), whatever the
+ * image size (memory-facts.md:19-20). sd.cpp `--vae-tiling` default: 32x32-latent tiles, overlap 0.5.
  */
 export const VAE_TILE_LATENT = 32;
 export const VAE_TILE_OVERLAP = 0.5;
@@ -74,20 +91,17 @@ export const COMFY_ACTIVATION_MIB_PER_AREA_PER_DTYPE_BYTE = 0.01;
 export const ACTIVATION_DTYPE_BYTES = 2;
 
 /**
- * ComfyUI's per-model factor. sd1 1.0 and sdxl 0.8 are published (memory-facts.md:26). The others are assumed:
- * sd2 shares SD1's UNet layout (1.0); the DiT figures (sd3, flux, wan) are of the order ComfyUI uses for these
- * larger models, and calibration replaces them.
+ * ComfyUI's per-model `memory_usage_factor` (comfy/supported_models.py): sd1 1.0 and sdxl 0.8 (memory-facts.md:26),
+ * flux 2.8, sd3 1.2. sd2 shares SD1's UNet layout (1.0); wan 1.0 is assumed. Taken from ComfyUI as they are, not
+ * fitted to any sd.cpp log; calibration replaces them.
  */
 export const ACTIVATION_FACTOR = { sd1: 1.0, sd2: 1.0, sdxl: 0.8, sd3: 1.2, flux: 2.8, wan: 1.0, unknown: 2.8 } as const;
 
 /**
  * Without flash attention, the attention score matrix is materialised: tokens^2 * heads * 4 bytes (f32 scores in
  * ggml) at the highest-resolution self-attention. This is the "quadratic in tokens" term (memory-facts.md:26-27),
- * and what `--diffusion-fa` saves: Flux 768x768 (2304 image + 256 text tokens, 24 heads) = 600 MiB against "about
- * 600 MB"; SD2 768x768 (9216 tokens, 5 heads) = 1620 MiB against "about 1400 MB" (memory-facts.md:29).
- * Cross-check: SD1.5 1024x1024 (16384 tokens, 8 heads) = 8192 MiB + 328 MiB linear against the 8360.93 MiB
- * KoboldCpp logged at 1024x1024 (memory-facts.md:16; the log line there is sd.cpp's `unet compute buffer size`,
- * per https://github.com/LostRuins/koboldcpp/pull/1586).
+ * and what `--diffusion-fa` saves. Heads and tokens come from the architectures (below); how this compares with
+ * the published sd.cpp figures is in docs/bench/estimator-accuracy.md.
  */
 export const ATTENTION_SCORE_BYTES = 4;
 
@@ -96,7 +110,7 @@ export const ATTENTION_SCORE_BYTES = 4;
  * - tokensPerLatentPixel: 1 when attention runs at full latent resolution (SD1.x, SD2), 1/4 when it first runs at
  *   half resolution (SDXL has no attention in its first level) or on 2x2 patches (SD3, Flux, WAN).
  * - textTokens: text tokens joined to the image tokens in the same attention (MMDiT): SD3 77 CLIP + 77 T5 = 154;
- *   Flux: 256 T5 tokens (assumed: sd.cpp's default T5 length; it reproduces the published Flux saving above).
+ *   Flux: 256 T5 tokens (sd.cpp's FluxCLIPEmbedder pads T5 to chunks of 256).
  * - heads: `fixedHeads` (SD1.x: 8), else width * widthMultiplier / headDim, where width is the model's base width
  *   read from its tensors (UNet model channels, DiT hidden size) or `defaultWidth`; SDXL's first attention level
  *   has twice the base channels.
@@ -111,7 +125,18 @@ export const ATTENTION_LAYOUT = {
   unknown: { tokensPerLatentPixel: 1 / 4, textTokens: 256, fixedHeads: 0, headDim: 128, widthMultiplier: 1, defaultWidth: 3072 },
 } as const;
 
-/** sd.cpp logged buffers (memory-facts.md:28); model and size unstated, so used only as plausibility bounds. */
+/**
+ * The first two levels of the SD1.x, SD2 and SDXL UNets (ldm's UNetModel, channel_mult [1, 2, ...], 3x3 convs):
+ * their largest convolution step, which flash attention does not touch (imageEstimator.ts,
+ * `unetConvolutionBytesPerLatentPixel`).
+ */
+export const UNET_FIRST_LEVELS = { firstLevels: [1, 2], kernel: 3 } as const;
+
+/**
+ * sd.cpp logged buffers (memory-facts.md:28), without their case there. gpustack/gguf-parser-go's table of sd.cpp
+ * logs has the unet figure as SDXL at 1024x1024 without flash attention (compared in the accuracy table); the flux
+ * one is an example line with flash attention, size unknown. Used by tests as plausibility bounds.
+ */
 export const SDCPP_LOGGED_DIFFUSION_BUFFERS = { unet: 830.86 * LOG_MB, flux: 650 * LOG_MB } as const;
 
 /**

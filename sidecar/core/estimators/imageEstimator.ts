@@ -12,16 +12,7 @@
  */
 
 import type { ImageModelInfo } from '../../models/imageModelInfo';
-import {
-  CALIBRATION_KEYS,
-  calibratedValue,
-  estimateRow,
-  imageSizeSetting,
-  tileSetting,
-  type CalibrationLookup,
-  type Calibrated,
-  type EstimateRow,
-} from '../calibration';
+import { CALIBRATION_KEYS, calibratedValue, imageSizeSetting, tileSetting, type CalibrationLookup, type Calibrated } from '../calibration';
 import { MiB, type Bytes, type ImageComponent, type ImageJobCosts, type ImageModelFamily, type SdCapabilities } from '../types';
 import {
   ACTIVATION_DTYPE_BYTES,
@@ -30,24 +21,28 @@ import {
   ATTENTION_SCORE_BYTES,
   COMFY_ACTIVATION_MIB_PER_AREA_PER_DTYPE_BYTE,
   DEFAULT_STEPS,
+  KL_VAE_DECODER,
   LATENT_CHANNELS,
-  LOG_MB,
   PCIE4_BYTES_PER_MS,
   SAMPLING_MS_PER_STEP_PER_MPX,
   TEXT_ENCODE_CPU_MS,
   TEXT_ENCODE_MS,
   TEXT_ENCODER_COMPUTE,
-  VAE_DECODE_BYTES_PER_PIXEL,
-  VAE_DECODE_BYTES_PER_PIXEL_VULKAN_CONV_DIRECT,
+  UNET_FIRST_LEVELS,
+  SD_ACTIVATION_BYTES,
+  VAE_ATTENTION_SCORE_BYTES,
+  VAE_CONV_LOWERING,
   VAE_DECODE_CPU_FIXED_MS,
   VAE_DECODE_CPU_MS_PER_MPX,
-  VAE_DECODE_FIXED_BYTES,
   VAE_DECODE_GPU_MS_PER_MPX,
+  SD_IM2COL_BYTES,
   VAE_SPATIAL_SCALE,
   VAE_TEMPORAL_SCALE_WAN,
   VAE_TILE_LATENT,
   VAE_TILE_OVERHEAD_MS,
   VAE_TILE_OVERLAP,
+  type ConvLowering,
+  type VaeDecoderShape,
 } from './figures';
 
 export type ImageBackend = SdCapabilities['backend'];
@@ -111,14 +106,55 @@ export function tileCoverage(latentWidth: number, latentHeight: number, tile = V
 // ---------------------------------------------------------------------------------------------------------------
 // Memory priors
 
-export function vaeBytesPerPixel(backend: ImageBackend, convDirect = false): number {
-  if (backend === 'vulkan' && convDirect) return VAE_DECODE_BYTES_PER_PIXEL_VULKAN_CONV_DIRECT;
-  return VAE_DECODE_BYTES_PER_PIXEL[backend] ?? VAE_DECODE_BYTES_PER_PIXEL.unknown;
+/** How the VAE's convolutions run: `--vae-conv-direct` asks for direct kernels, otherwise the backend's default. */
+export function convLowering(backend: ImageBackend, convDirect = false): ConvLowering {
+  return convDirect ? 'direct' : (VAE_CONV_LOWERING[backend] ?? 'im2col');
 }
 
-/** Whole-image VAE decode compute buffer: linear in output pixels (memory-facts.md:9-10). */
-export function vaeDecodeBytes(pixels: number, backend: ImageBackend, convDirect = false): Bytes {
-  return Math.round(vaeBytesPerPixel(backend, convDirect) * pixels + VAE_DECODE_FIXED_BYTES);
+/**
+ * The resolution-linear part of a KL VAE decode, bytes per output pixel: the most bytes alive at one step of the
+ * decoder (figures.ts, KL_VAE_DECODER). At every 3x3 convolution ggml holds the block's input (kept for the
+ * residual), the normalised activations the convolution reads, and the convolution's own buffer: the im2col matrix
+ * (C_in * 9 values in the weights' type) or, for a direct kernel, only its output (C_out f32). Each level runs at a
+ * quarter of the next level's pixels. For the SD/Flux decoder the peak is the first full-resolution resnet
+ * (256 -> 128 channels): 256*4 + 256*4 + 256*9*2 = 6656 B/px with im2col, 256*4 + 256*4 + 128*4 = 2560 B/px direct.
+ */
+export function vaeDecodeBytesPerPixel(lowering: ConvLowering, decoder: VaeDecoderShape = KL_VAE_DECODER): number {
+  const act = SD_ACTIVATION_BYTES;
+  const taps = decoder.kernel * decoder.kernel;
+  const convBuffer = (cin: number, cout: number) => (lowering === 'im2col' ? cin * taps * SD_IM2COL_BYTES : cout * act);
+  const levels = decoder.channelMult.length;
+  let channels = decoder.baseChannels * decoder.channelMult[levels - 1];
+  let peak = 0;
+  for (let level = levels - 1; level >= 0; level--) {
+    const pixelFraction = 1 / 4 ** level;
+    const out = decoder.baseChannels * decoder.channelMult[level];
+    for (let block = 0; block < decoder.resnetsPerLevel; block++) {
+      peak = Math.max(peak, pixelFraction * (2 * channels * act + convBuffer(channels, out)));
+      peak = Math.max(peak, pixelFraction * (channels * act + out * act + convBuffer(out, out)));
+      channels = out;
+    }
+    // 2x nearest upsample, then a 3x3 conv at the next level's resolution (the small input is freed by then).
+    if (level > 0) peak = Math.max(peak, (pixelFraction * 4) * (channels * act + convBuffer(channels, channels)));
+  }
+  return peak;
+}
+
+/**
+ * The middle attention block of the decoder at `latentPixels` tokens: the f32 score matrix (one head, no flash
+ * attention) beside the block input, q, k and v. Quadratic in pixels: it overtakes the convolutions above about
+ * 1600x1600 with direct kernels and 2600x2600 with im2col.
+ */
+export function vaeAttentionBytes(latentPixels: number, decoder: VaeDecoderShape = KL_VAE_DECODER): Bytes {
+  const channels = decoder.baseChannels * decoder.channelMult[decoder.channelMult.length - 1];
+  return latentPixels * latentPixels * VAE_ATTENTION_SCORE_BYTES + 4 * latentPixels * channels * SD_ACTIVATION_BYTES;
+}
+
+/** Whole-image VAE decode compute buffer for `images` images of `pixels` output pixels decoded at once. */
+export function vaeDecodeBytes(pixels: number, backend: ImageBackend, convDirect = false, images = 1): Bytes {
+  const linear = vaeDecodeBytesPerPixel(convLowering(backend, convDirect)) * pixels;
+  const attention = vaeAttentionBytes(pixels / (VAE_SPATIAL_SCALE * VAE_SPATIAL_SCALE));
+  return Math.round(Math.max(linear, attention) * Math.max(1, images));
 }
 
 /** Tiled decode peak: one tile's buffer (never more than the whole image's). */
@@ -139,8 +175,25 @@ export interface DiffusionActivation {
   linear: Bytes;
   /** Attention scores materialised without flash attention (tokens^2 * heads * 4 bytes). */
   scores: Bytes;
+  /**
+   * UNets only: the largest convolution step, which no attention setting removes (0 for DiTs). See
+   * `unetConvolutionBytesPerLatentPixel`.
+   */
+  convolution: Bytes;
   tokens: number;
   heads: number;
+}
+
+/**
+ * A UNet's largest convolution step, bytes per latent pixel: the first output block at full latent resolution
+ * reads the level-1 output joined to a level-0 skip (cin = width * (mult[0] + mult[1]) channels) and holds, as
+ * the VAE decoder does, its input, the normalised input (f32) and the im2col matrix (cin * 9 values, f16 weights),
+ * while the two other level-0 skips wait for their output blocks. SD1.x, SD2 and SDXL (width 320): 27520 B.
+ */
+export function unetConvolutionBytesPerLatentPixel(width: number, layout: { firstLevels: readonly number[]; kernel: number } = UNET_FIRST_LEVELS): number {
+  const channelsIn = width * (layout.firstLevels[0] + layout.firstLevels[1]);
+  const liveSkips = 2 * width * layout.firstLevels[0];
+  return 2 * channelsIn * SD_ACTIVATION_BYTES + channelsIn * layout.kernel * layout.kernel * SD_IM2COL_BYTES + liveSkips * SD_ACTIVATION_BYTES;
 }
 
 /** Diffusion compute buffer parts for one pass over a latent of `latentArea` pixels (times latent frames). */
@@ -149,7 +202,19 @@ export function diffusionActivation(family: ImageModelFamily, latentArea: number
   const linearMiB = latentArea * ACTIVATION_DTYPE_BYTES * COMFY_ACTIVATION_MIB_PER_AREA_PER_DTYPE_BYTE * ACTIVATION_FACTOR[family];
   const tokens = Math.ceil(latentArea * layout.tokensPerLatentPixel) + layout.textTokens;
   const heads = attentionHeads(family, width);
-  return { linear: Math.round(linearMiB * MiB), scores: tokens * tokens * heads * ATTENTION_SCORE_BYTES, tokens, heads };
+  const unet = family === 'sd1' || family === 'sd2' || family === 'sdxl';
+  const convolution = unet ? Math.round(latentArea * unetConvolutionBytesPerLatentPixel(width ?? layout.defaultWidth)) : 0;
+  return { linear: Math.round(linearMiB * MiB), scores: tokens * tokens * heads * ATTENTION_SCORE_BYTES, convolution, tokens, heads };
+}
+
+/** The diffusion buffer without flash attention: the attention step (linear part + scores) or the convolution step. */
+export function diffusionBytes(activation: DiffusionActivation): Bytes {
+  return Math.max(activation.linear + activation.scores, activation.convolution);
+}
+
+/** With flash attention the scores are gone; the convolutions remain. */
+export function diffusionFlashBytes(activation: DiffusionActivation): Bytes {
+  return Math.max(activation.linear, activation.convolution);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -186,9 +251,9 @@ export function estimateImageJob(model: ImageModelInfo, job: ImageJobSize, optio
   const tiledPrior = vaeDecodeTiledBytes(job.width * job.height, backend, options.vaeConvDirect) * tiledFrames * parallel;
   const compute: ImageJobCosts['compute'] = {
     textEncoder: pick('compute.textEncoder', CALIBRATION_KEYS.textEncoderCompute, TEXT_ENCODER_COMPUTE[family], ''),
-    diffusion: pick('compute.diffusion', CALIBRATION_KEYS.diffusionCompute, (activation.linear + activation.scores) * parallel),
-    diffusionFlash: pick('compute.diffusionFlash', CALIBRATION_KEYS.diffusionComputeFlash, activation.linear * parallel),
-    vaeDecode: pick('compute.vaeDecode', CALIBRATION_KEYS.vaeCompute, vaeDecodeBytes(decodedPixels, backend, options.vaeConvDirect), size, decodedPixels),
+    diffusion: pick('compute.diffusion', CALIBRATION_KEYS.diffusionCompute, diffusionBytes(activation) * parallel),
+    diffusionFlash: pick('compute.diffusionFlash', CALIBRATION_KEYS.diffusionComputeFlash, diffusionFlashBytes(activation) * parallel),
+    vaeDecode: pick('compute.vaeDecode', CALIBRATION_KEYS.vaeCompute, vaeDecodeBytes(job.width * job.height, backend, options.vaeConvDirect, frames * parallel), size, decodedPixels),
     vaeDecodeTiled: pick('compute.vaeDecodeTiled', CALIBRATION_KEYS.vaeComputeTiled, tiledPrior, tileSetting(VAE_TILE_LATENT)),
   };
 
@@ -223,7 +288,7 @@ export function estimateImageJob(model: ImageModelInfo, job: ImageJobSize, optio
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Published figures against the estimator, for the accuracy table (memory-facts.md)
+// Models known only by their family
 
 /** A model description with only the family's layout, for figures published without weights. */
 export function familyModel(family: ImageModelFamily, modelPath = `published:${family}`): ImageModelInfo {
@@ -237,95 +302,4 @@ export function familyModel(family: ImageModelFamily, modelPath = `published:${f
     vaeTemporalScaleFactor: family === 'wan' ? VAE_TEMPORAL_SCALE_WAN : 1,
     hasTaesd: false,
   };
-}
-
-interface PublishedCase {
-  family: ImageModelFamily;
-  backend: ImageBackend;
-  size: number;
-  key: string;
-  measuredMB: number;
-  source: string;
-  convDirect?: boolean;
-  /** Which figure of the estimate the measurement is. */
-  figure: (costs: ImageJobCosts) => number;
-}
-
-const PUBLISHED_CASES: PublishedCase[] = [
-  { family: 'sd1', backend: 'cuda', size: 512, key: 'vae.compute', measuredMB: 1664.0, source: 'memory-facts.md:9', figure: (c) => c.compute.vaeDecode },
-  { family: 'sdxl', backend: 'cuda', size: 1024, key: 'vae.compute', measuredMB: 6656.25, source: 'memory-facts.md:10', figure: (c) => c.compute.vaeDecode },
-  { family: 'sdxl', backend: 'vulkan', size: 1024, key: 'vae.compute', measuredMB: 2560.25, source: 'memory-facts.md:12', figure: (c) => c.compute.vaeDecode },
-  {
-    family: 'sdxl',
-    backend: 'vulkan',
-    size: 1024,
-    key: 'vae.computeTiled',
-    measuredMB: 176,
-    convDirect: true,
-    source: 'memory-facts.md:12 (--vae-conv-direct and tiling)',
-    figure: (c) => c.compute.vaeDecodeTiled,
-  },
-  {
-    family: 'sd1',
-    backend: 'vulkan',
-    size: 1024,
-    key: 'vae.compute',
-    measuredMB: 2944.25,
-    convDirect: true,
-    source: 'memory-facts.md:13 (--vae-conv-direct)',
-    figure: (c) => c.compute.vaeDecode,
-  },
-  {
-    family: 'sdxl',
-    backend: 'cuda',
-    size: 1024,
-    key: 'vae.compute',
-    measuredMB: 7680.25,
-    source: 'memory-facts.md:11 (an older build; the estimate follows current builds)',
-    figure: (c) => c.compute.vaeDecode,
-  },
-  {
-    family: 'sd1',
-    backend: 'rocm',
-    size: 1024,
-    key: 'diffusion.compute',
-    measuredMB: 8360.93,
-    source: 'memory-facts.md:16 (KoboldCpp; the unet compute buffer of SD1.5 at 1024x1024, no flash attention)',
-    figure: (c) => c.compute.diffusion,
-  },
-  {
-    family: 'flux',
-    backend: 'cuda',
-    size: 768,
-    key: 'diffusion.flashSaving',
-    measuredMB: 600,
-    source: 'memory-facts.md:29 (--diffusion-fa saves about 600 MB, Flux 768x768)',
-    figure: (c) => c.compute.diffusion - c.compute.diffusionFlash,
-  },
-  {
-    family: 'sd2',
-    backend: 'cuda',
-    size: 768,
-    key: 'diffusion.flashSaving',
-    measuredMB: 1400,
-    source: 'memory-facts.md:29 (--diffusion-fa saves about 1400 MB, SD2 768x768)',
-    figure: (c) => c.compute.diffusion - c.compute.diffusionFlash,
-  },
-];
-
-/** Every published buffer figure of memory-facts.md next to what the estimator says for the same case. */
-export function publishedImageComparisons(): EstimateRow[] {
-  return PUBLISHED_CASES.map((entry) => {
-    const costs = estimateImageJob(familyModel(entry.family), { width: entry.size, height: entry.size, batch: 1, frames: 1 }, { backend: entry.backend, vaeConvDirect: entry.convDirect });
-    return estimateRow({
-      model: `published:${entry.family}`,
-      backend: entry.backend,
-      key: entry.key,
-      setting: imageSizeSetting(entry.size, entry.size),
-      estimate: entry.figure(costs),
-      measured: Math.round(entry.measuredMB * LOG_MB),
-      unit: 'bytes',
-      source: entry.source,
-    });
-  });
 }

@@ -13,64 +13,10 @@ import {
   offloadableLayers,
 } from '../../../sidecar/core/estimators/llmEstimator';
 import { GiB } from '../../../sidecar/core/types';
-import { ggmlTensorBytes, type GgufTensor } from '../../../sidecar/models/ggufTensors';
-import { llmModelMetaFromGguf, type LlmModelMeta } from '../../../sidecar/models/llmModelMeta';
+import { sevenBQ4KM } from './publishedModels';
 
-const F32 = 0;
-const Q4_K = 12;
-const Q6_K = 14;
-const TYPE_NAMES: Record<number, string> = { [F32]: 'F32', [Q4_K]: 'Q4_K', [Q6_K]: 'Q6_K' };
-
-function tensor(name: string, dims: number[], ggmlType: number): GgufTensor {
-  return { name, dims, ggmlType, typeName: TYPE_NAMES[ggmlType], bytes: ggmlTensorBytes(ggmlType, dims)!, filePart: 1, offset: 0 };
-}
-
-/**
- * A 7B llama-architecture model at Q4_K_M with the tensor layout of Mistral 7B: 32 blocks, 4096 wide, 32 heads,
- * 8 KV heads of 128, FFN 14336, vocabulary 32000. Q4_K_M keeps attn_v and ffn_down at Q6_K on the first and last
- * eighth of the blocks and every third block between, and the output at Q6_K.
- */
-function sevenB(headCountKv = 8): LlmModelMeta {
-  const blocks = 32;
-  const n = 4096;
-  const kv = 128 * headCountKv;
-  const moreBits = (i: number) => i < blocks / 8 || i >= (7 * blocks) / 8 || (i - blocks / 8) % 3 === 2;
-  const tensors: GgufTensor[] = [tensor('token_embd.weight', [n, 32000], Q4_K)];
-  for (let i = 0; i < blocks; i++) {
-    tensors.push(
-      tensor(`blk.${i}.attn_norm.weight`, [n], F32),
-      tensor(`blk.${i}.attn_q.weight`, [n, n], Q4_K),
-      tensor(`blk.${i}.attn_k.weight`, [n, kv], Q4_K),
-      tensor(`blk.${i}.attn_v.weight`, [n, kv], moreBits(i) ? Q6_K : Q4_K),
-      tensor(`blk.${i}.attn_output.weight`, [n, n], Q4_K),
-      tensor(`blk.${i}.ffn_norm.weight`, [n], F32),
-      tensor(`blk.${i}.ffn_gate.weight`, [n, 14336], Q4_K),
-      tensor(`blk.${i}.ffn_up.weight`, [n, 14336], Q4_K),
-      tensor(`blk.${i}.ffn_down.weight`, [14336, n], moreBits(i) ? Q6_K : Q4_K),
-    );
-  }
-  tensors.push(tensor('output_norm.weight', [n], F32), tensor('output.weight', [n, 32000], Q6_K));
-  const tensorBytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
-  return llmModelMetaFromGguf({
-    path: '/models/7b-q4_k_m.gguf',
-    fileSize: tensorBytes + 800_000,
-    architecture: 'llama',
-    general: { name: '7B' },
-    archMetadata: {
-      block_count: blocks,
-      embedding_length: n,
-      feed_forward_length: 14336,
-      context_length: 32768,
-      vocab_size: 32000,
-      attention: { head_count: 32, head_count_kv: headCountKv },
-    },
-    fileTypeName: 'MOSTLY_Q4_K_M',
-    tensors,
-  });
-}
-
-const mistral = sevenB(8);
-const llama2 = sevenB(32);
+const mistral = sevenBQ4KM(8);
+const llama2 = sevenBQ4KM(32);
 
 describe('the 7B fixture', () => {
   it('has the size of a published 7B Q4_K_M file (Mistral 7B Q4_K_M: 4.37 GB)', () => {
