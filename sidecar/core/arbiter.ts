@@ -470,9 +470,13 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     const llmPlanning = this.llmRun !== null && this.llmRun.phase !== 'running';
     const llmIdle = !this.llmRun && !this.llmMove && !this.llmManaging;
 
-    if (this.options.llm && llmIdle && !imagePlanning) {
+    if (this.options.llm && llmIdle) {
       const next = this.queue.find((r) => r.info.spec.kind === 'llm');
-      if (next && next.admitted && next.blockedEpoch !== this.imageEpoch) this.startLlm(next);
+      // An image job waiting for the LLM to finish before it yields holds nothing yet: queued LLM requests of its
+      // priority or higher go first, rather than waiting for the whole image job behind a single request.
+      const waiting = this.imageRun?.phase === 'waitLlm' ? this.imageRun.rec : null;
+      const ahead = next !== undefined && (!imagePlanning || (waiting !== null && PRIORITY_RANK[next.priority] <= PRIORITY_RANK[waiting.priority]));
+      if (next && ahead && next.admitted && next.blockedEpoch !== this.imageEpoch) this.startLlm(next);
     }
     if (this.imageRun?.phase === 'waitLlm' && !this.llmRun && !this.llmMove && !this.llmManaging) {
       this.prepareImage(this.imageRun);
@@ -520,7 +524,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         if (spec.kind === 'image') {
           const plan = planImageJob({
             ...this.imagePlanInput(rec.id, spec, imageCosts!, snapshot, llmCosts, true),
-            llm: { state: this.llmState, costs: llmCosts, busy: false },
+            llm: { state: this.llmAccountedState(), costs: llmCosts, busy: false },
           });
           if (!plan.fits) {
             return this.finish(rec, 'failed', planMessage(plan), { decision: 'reject', estimate: plan.peak, measuredFree: room });
@@ -1067,6 +1071,29 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
       );
     }
     // Climbing: only when the memory is there; otherwise the wanted state stays and restore brings it later.
+    const climb = (need: Bytes) => {
+      this.llmReserve = target;
+      this.spawn(
+        () => this.pollMemory(need, (s) => this.roomForLlm(s), this.lifetime.signal),
+        (w) => {
+          if (!w.ok || !w.value.ok) {
+            const error = w.ok ? new Error(`Only ${formatBytes(w.value.free)} of ${formatBytes(need)} became free.`) : w.error;
+            return done({ ok: false, error }, { kind: 'wait', reason: `asked by the user: LLM -> ${target} waits: ${error.message}`, estimate: need });
+          }
+          const before = this.llmState;
+          this.moveLlm(target, (m) =>
+            done(m, {
+              kind: 'restore',
+              reason: m.ok
+                ? `asked by the user: LLM ${before} -> ${target}: needs ${formatBytes(need)}, free ${formatBytes(w.value.free)}, took ${formatDuration(m.value.tookMs)}`
+                : `asked by the user: LLM -> ${target} failed: ${m.error.message}`,
+              estimate: need,
+              measuredFree: w.value.free,
+            }),
+          );
+        },
+      );
+    };
     this.spawn(
       async () => Promise.all([this.options.costs.llm(), this.sample()]),
       (r) => {
@@ -1076,6 +1103,27 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         this.lastSnapshot = snapshot;
         const need = llmFootprint(costs, target) - llmFootprint(costs, this.llmState);
         const room = this.roomForLlm(snapshot);
+        const idleImage = this.idleImageHeld();
+        if (costs && need > room && idleImage > 0 && need <= room + idleImage) {
+          // The user wants the LLM: an idle sd-server gives its memory back first, as it does for an LLM request.
+          return this.spawn(
+            () => this.options.image!.stopResident(),
+            (s) => {
+              if (s.ok) {
+                this.imageResident = { state: 'stopped', heldBytes: 0 };
+                this.imageEpoch++;
+              }
+              this.record({
+                kind: 'yield',
+                reason: s.ok
+                  ? `asked by the user: stop the idle image worker to bring the LLM to ${target} (frees ${formatBytes(idleImage)})`
+                  : `asked by the user: stopping the idle image worker failed: ${s.error.message}`,
+                estimate: idleImage,
+              });
+              climb(need);
+            },
+          );
+        }
         if (!costs || need > room) {
           const why = !costs
             ? 'the LLM model is missing or unreadable'
@@ -1087,27 +1135,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
             measuredFree: room,
           });
         }
-        this.llmReserve = target;
-        this.spawn(
-          () => this.pollMemory(need, (s) => this.roomForLlm(s), this.lifetime.signal),
-          (w) => {
-            if (!w.ok || !w.value.ok) {
-              const error = w.ok ? new Error(`Only ${formatBytes(w.value.free)} of ${formatBytes(need)} became free.`) : w.error;
-              return done({ ok: false, error }, { kind: 'wait', reason: `asked by the user: LLM -> ${target} waits: ${error.message}`, estimate: need });
-            }
-            const before = this.llmState;
-            this.moveLlm(target, (m) =>
-              done(m, {
-                kind: 'restore',
-                reason: m.ok
-                  ? `asked by the user: LLM ${before} -> ${target}: needs ${formatBytes(need)}, free ${formatBytes(w.value.free)}, took ${formatDuration(m.value.tookMs)}`
-                  : `asked by the user: LLM -> ${target} failed: ${m.error.message}`,
-                estimate: need,
-                measuredFree: w.value.free,
-              }),
-            );
-          },
-        );
+        climb(need);
       },
     );
   }
@@ -1298,6 +1326,19 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     return Math.max(0, snapshot.total - others - this.options.marginBytes);
   }
 
+  /** Bytes an idle resident sd-server holds that no running or queued image job is about to use (else 0). */
+  private idleImageHeld(): Bytes {
+    if (!this.options.image || this.imageRun || this.queue.some((r) => r.info.spec.kind === 'image')) return 0;
+    return this.imageResident.state === 'resident' ? this.imageResident.heldBytes : 0;
+  }
+
+  /** The LLM state whose footprint our account holds: the current one, or the higher one it is moving or about to climb to. */
+  private llmAccountedState(): LlmState {
+    let state = this.llmState;
+    for (const other of [this.llmMove?.target, this.llmReserve]) if (other && llmLevel(other) < llmLevel(state)) state = other;
+    return state;
+  }
+
   private imageHoldsMemory(): boolean {
     return this.imageRun !== null && (this.imageRun.reserved > 0 || this.imageRun.phase === 'yielding');
   }
@@ -1330,7 +1371,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         ...(snapshot.maxAllocation !== undefined ? { maxAllocation: snapshot.maxAllocation } : {}),
         otherUse: otherProgramsUse(snapshot, this.accounted(), this.options.ourPids?.()),
       },
-      llm: { state: this.llmState, costs: llmCosts, busy: this.llmRun !== null, neededSoon: this.llmNeededSoon() },
+      // As if next, the room counts what the LLM is climbing to (roomWhenFirst): that much is what it can yield.
+      llm: { state: asIfNext ? this.llmAccountedState() : this.llmState, costs: llmCosts, busy: this.llmRun !== null, neededSoon: this.llmNeededSoon() },
       image: { state: this.imageResident.state, heldBytes: held },
       costs,
       capabilities: this.options.capabilities(),

@@ -1,0 +1,67 @@
+/**
+ * Runs every policy on the traces of every budget and checks VRAM Relay's targets.
+ */
+
+import { checkTargets, summarize, type Summary } from './metrics';
+import { runBothResident } from './policies/bothResident';
+import { runKeepAlive } from './policies/keepAlive';
+import { runOracle } from './policies/oracle';
+import { runStaticReservation } from './policies/staticReservation';
+import { runUnloadPerImage } from './policies/unloadPerImage';
+import { runRelay } from './relay';
+import type { BenchResult, BudgetResult } from './report';
+import type { PolicyId, PolicyRun } from './session';
+import { makeTraces, type Trace } from './trace';
+import type { SdBuild } from './truth';
+
+export const POLICIES: Record<PolicyId, (trace: Trace, sdBuild: SdBuild) => Promise<PolicyRun>> = {
+  relay: runRelay,
+  bothResident: runBothResident,
+  unloadPerImage: runUnloadPerImage,
+  staticReservation: runStaticReservation,
+  keepAlive: runKeepAlive,
+  oracle: runOracle,
+};
+
+/** Every policy on one trace, one after the other (each in its own world). */
+export async function runBudget(trace: Trace, sdBuild: SdBuild): Promise<BudgetResult> {
+  const summaries: Summary[] = [];
+  for (const run of Object.values(POLICIES)) summaries.push(summarize(await run(trace, sdBuild)));
+  return { trace, summaries, checks: checkTargets(new Map(summaries.map((s) => [s.policy, s])), trace) };
+}
+
+export interface BenchmarkOptions {
+  seed: number;
+  sdBuild: SdBuild;
+  /** Also run the sessions with the older sd.cpp build (when the main run uses the current one). */
+  olderBuild: boolean;
+  /** Seeds whose target verdicts are listed too. */
+  otherSeeds: number[];
+  onProgress?: (line: string) => void;
+}
+
+export async function runBenchmark(options: BenchmarkOptions): Promise<BenchResult> {
+  const budgets: BudgetResult[] = [];
+  for (const trace of makeTraces(options.seed)) {
+    options.onProgress?.(`seed ${options.seed}, ${(trace.budget / 2 ** 30).toFixed(0)} GB, ${options.sdBuild} build`);
+    budgets.push(await runBudget(trace, options.sdBuild));
+  }
+  let olderBuild: BudgetResult[] | undefined;
+  if (options.olderBuild && options.sdBuild === 'current') {
+    olderBuild = [];
+    for (const trace of makeTraces(options.seed)) {
+      options.onProgress?.(`seed ${options.seed}, ${(trace.budget / 2 ** 30).toFixed(0)} GB, older build`);
+      olderBuild.push(await runBudget(trace, 'older'));
+    }
+  }
+  const otherSeeds = [];
+  for (const seed of options.otherSeeds) {
+    const checks = [];
+    for (const trace of makeTraces(seed)) {
+      options.onProgress?.(`seed ${seed}, ${(trace.budget / 2 ** 30).toFixed(0)} GB`);
+      checks.push(...(await runBudget(trace, options.sdBuild)).checks);
+    }
+    otherSeeds.push({ seed, checks });
+  }
+  return { seed: options.seed, sdBuild: options.sdBuild, budgets, olderBuild, otherSeeds };
+}

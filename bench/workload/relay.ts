@@ -1,0 +1,147 @@
+/**
+ * VRAM Relay on the simulated machine: the real Arbiter (sidecar/core/arbiter.ts) with its real planner, fed by the
+ * real estimators and an in-memory calibration store the way sidecar/service/costs.ts and engine.ts wire them
+ * (figures from the model headers, corrected by the buffers the workers log), on the simulated device, driven by the
+ * discrete-event clock. Settings are the extension's defaults: 512 MiB margin, LLM context dropped after 5 idle
+ * minutes and weights after 30, image jobs at normal priority behind interactive LLM requests.
+ *
+ * The only differences from the service: model headers come from catalog.ts instead of files, and calibration
+ * stays in memory.
+ */
+
+import { Arbiter, type MeasuredEvent } from '../../sidecar/core/arbiter';
+import { CalibrationStore, recordsFromImageRun, recordsFromLlmRun, type CalibrationRecord } from '../../sidecar/core/calibration';
+import { KV_BYTES_PER_ELEMENT, LLAMA_DEFAULT_UBATCH } from '../../sidecar/core/estimators/figures';
+import { estimateImageJob } from '../../sidecar/core/estimators/imageEstimator';
+import { estimateLlm, gpuBlocks, layersThatFit } from '../../sidecar/core/estimators/llmEstimator';
+import { FULL_SD_CAPABILITIES, type DecisionEvent, type ImageJobSpec, type LlmCosts } from '../../sidecar/core/types';
+import { LLM_CONTEXT, LLM_META, modelInfo, RELAY_MARGIN } from './catalog';
+import { llmSpec } from './policies/common';
+import { Session, type PolicyRun } from './session';
+import type { Trace } from './trace';
+import type { SdBuild } from './truth';
+import { LLM_PID, SD_PID } from './world';
+import { TrueLlm, TrueSdCli } from './workers';
+
+const KV_TYPE = 'f16';
+const IDLE_WARM_SECONDS = 300;
+const IDLE_COLD_SECONDS = 1800;
+
+export interface RelayRun extends PolicyRun {
+  /** The arbiter's decisions by kind, for the report. */
+  decisionCounts: Record<string, number>;
+}
+
+export interface RelayOptions {
+  /** Every decision of the arbiter, with its reason (for looking into a run). */
+  onDecision?: (decision: DecisionEvent) => void;
+}
+
+export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', options: RelayOptions = {}): Promise<RelayRun> {
+  const session = new Session(trace, sdBuild);
+  const world = session.world;
+  const capabilities = FULL_SD_CAPABILITIES;
+  const backend = capabilities.backend;
+  const calibration = new CalibrationStore();
+  const modelsByPath = new Map(Object.values(trace.models).map((m) => [m.path, m]));
+
+  // As ModelCosts.llm: as many layers as fit in the device's total minus the margin, then the figures for them.
+  let lastLlmCosts: LlmCosts | null = null;
+  const llmCosts = (): LlmCosts => {
+    const options = { backend, calibration };
+    const gpuLayers = layersThatFit(LLM_META, Math.max(0, trace.budget - RELAY_MARGIN), LLM_CONTEXT, KV_TYPE, options);
+    const costs = estimateLlm(LLM_META, { gpuLayers, contextSize: LLM_CONTEXT, kvType: KV_TYPE, backend }, calibration);
+    if (lastLlmCosts && costs.gpuLayers !== lastLlmCosts.gpuLayers) llm.configure(costs.gpuLayers);
+    lastLlmCosts = costs;
+    return costs;
+  };
+  const imageCosts = (spec: ImageJobSpec) => {
+    const model = modelsByPath.get(spec.modelPath);
+    if (!model) throw new Error(`${spec.modelPath} is not in the catalog`);
+    return estimateImageJob(
+      modelInfo(model),
+      { width: spec.width, height: spec.height, batch: spec.batch, frames: spec.frames ?? 1, steps: spec.steps },
+      { backend, calibration },
+    );
+  };
+
+  const llm = new TrueLlm(world, llmCosts().gpuLayers);
+  llm.prime('hot');
+  const sd = new TrueSdCli(world);
+  const arbiter = new Arbiter({
+    device: () => world.device.snapshot(),
+    marginBytes: RELAY_MARGIN,
+    llm,
+    image: sd,
+    costs: { image: async (spec) => imageCosts(spec), llm: async () => llmCosts() },
+    capabilities: () => capabilities,
+    clock: world.clock,
+    idleWarmSeconds: IDLE_WARM_SECONDS,
+    idleColdSeconds: IDLE_COLD_SECONDS,
+    ourPids: () => [LLM_PID, SD_PID],
+  });
+
+  // As ModelCosts.record: what the workers logged becomes calibration.
+  arbiter.on('measured', (event) => calibration.addAll(calibrationRecords(event, backend, lastLlmCosts, world.clock.now())));
+  const decisionCounts: Record<string, number> = {};
+  arbiter.on('decision', (d) => {
+    decisionCounts[d.kind] = (decisionCounts[d.kind] ?? 0) + 1;
+    options.onDecision?.(d);
+  });
+
+  session.deliver((job) => {
+    const spec =
+      job.kind === 'llm'
+        ? llmSpec(job)
+        : {
+            kind: 'image' as const,
+            modelPath: trace.models[job.model].path,
+            prompt: job.id,
+            width: job.width,
+            height: job.height,
+            batch: job.batch,
+            steps: job.steps,
+            seed: job.seed,
+            outputPath: `/workspace/assets/generated/${job.id}.png`,
+          };
+    const info = arbiter.submit(spec);
+    void arbiter.waitFor(info.id).then((done) => {
+      const status = done.job.status;
+      session.end(job.id, status === 'done' ? 'done' : 'failed', done.job.message);
+    });
+  });
+
+  const run = await session.finish('relay', { llmReloads: () => llm.weightLoads, retries: () => decisionCounts.retry ?? 0 });
+  arbiter.dispose();
+  return { ...run, decisionCounts };
+}
+
+function calibrationRecords(event: MeasuredEvent, backend: string, llmCosts: LlmCosts | null, at: number): CalibrationRecord[] {
+  const spec = event.job.spec;
+  if (spec.kind === 'image') {
+    const placement = event.plan?.placement;
+    if (!placement) return [];
+    return recordsFromImageRun(
+      { model: spec.modelPath, backend, width: spec.width, height: spec.height, frames: spec.frames, placement, source: 'sd.cpp log', at },
+      event.buffers,
+    );
+  }
+  if (!llmCosts) return [];
+  return recordsFromLlmRun(
+    {
+      model: llmCosts.modelPath,
+      backend,
+      gpuLayers: llmCosts.gpuLayers,
+      contextSize: llmCosts.contextSize,
+      kvType: KV_TYPE,
+      kvBytesPerElement: KV_BYTES_PER_ELEMENT[KV_TYPE],
+      gpuBlocks: gpuBlocks(LLM_META, llmCosts.gpuLayers),
+      ubatch: LLAMA_DEFAULT_UBATCH,
+      flashAttention: false,
+      estimate: llmCosts,
+      source: 'llama.cpp log',
+      at,
+    },
+    event.buffers,
+  );
+}
