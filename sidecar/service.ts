@@ -165,6 +165,7 @@ function snapshotOf(engine: Engine): SidecarSnapshot {
     deviceKind: engine.selection.kind,
     marginBytes: engine.marginBytes,
     deviceId: engine.deviceId,
+    ourPids: engine.ourPids(),
     at: Date.now(),
   });
 }

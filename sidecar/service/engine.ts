@@ -18,6 +18,8 @@ export interface Engine {
   workers: Workers;
   deviceId: string;
   marginBytes: number;
+  /** Pids of our engine processes running now. */
+  ourPids(): number[];
   /** The latest reading of every device. */
   devices(): DeviceSnapshot[];
   dispose(): Promise<void>;
@@ -40,6 +42,8 @@ export async function createEngine(settings: SidecarSettings, costs: ModelCosts,
     return selection.kind === 'cpu' ? 'cpu' : caps;
   };
 
+  // Declared before the arbiter, whose constructor already asks for the LLM's figures.
+  let latest: DeviceSnapshot[] = [...selection.snapshots];
   let lastLlmCosts: LlmCosts | null = null;
   const llmCosts = async (): Promise<LlmCosts | null> => {
     if (!workers.llm) return null;
@@ -80,16 +84,20 @@ export async function createEngine(settings: SidecarSettings, costs: ModelCosts,
     clock: systemClock,
     idleWarmSeconds: settings.llm.idleWarmSeconds,
     idleColdSeconds: settings.llm.idleColdSeconds,
+    ourPids: () => workers.ourPids(),
   });
+  // What a resident sd-server holds counts as ours, and is what the LLM can have it give back.
+  workers.image?.onResident((state, heldBytes) => arbiter.reportImageResident(state, heldBytes));
   arbiter.on('measured', (event) => {
     void costs.record(event, backend(), lastLlmCosts);
   });
 
-  let latest: DeviceSnapshot[] = [...selection.snapshots];
   const stopWatch = selection.probe.watch(
     Math.max(100, settings.pollIntervalMs),
     (snapshots) => {
       latest = snapshots;
+      // A resident sd-server that died on its own no longer holds anything.
+      workers.image?.syncResident();
       hooks.onSample();
     },
     (error) => log('debug', `device poll failed: ${error.message}`),
@@ -102,6 +110,7 @@ export async function createEngine(settings: SidecarSettings, costs: ModelCosts,
     workers,
     deviceId,
     marginBytes,
+    ourPids: () => workers.ourPids(),
     devices: () => latest,
     dispose: () =>
       (disposing ??= (async () => {

@@ -22,11 +22,13 @@ export interface SnapshotInput {
   marginBytes: Bytes;
   /** The device the arbiter plans for. */
   deviceId: string;
+  /** Pids of our engine processes: a device that lists processes then tells our use from other programs'. */
+  ourPids?: number[];
   at: number;
 }
 
 export function composeSnapshot(input: SnapshotInput): SidecarSnapshot {
-  const { arbiter, marginBytes, deviceId } = input;
+  const { arbiter, marginBytes, deviceId, ourPids } = input;
   // The arbiter's own reading may be newer than the last poll for its device.
   const devices = input.devices.map((d) => (arbiter.device && arbiter.device.id === d.id && arbiter.device.at > d.at ? arbiter.device : d));
   if (arbiter.device && !devices.some((d) => d.id === arbiter.device!.id)) devices.unshift(arbiter.device);
@@ -36,10 +38,10 @@ export function composeSnapshot(input: SnapshotInput): SidecarSnapshot {
   for (const device of devices) {
     const ours = device.id === deviceId;
     const accounted = ours ? arbiter.accounted : 0;
-    const effective = effectiveFree(device, accounted, marginBytes);
+    const effective = effectiveFree(device, accounted, marginBytes, ourPids);
     free[device.id] = effective;
     const parts: SidecarSnapshot['breakdown'][string] = ours ? arbiter.breakdown.map((p) => ({ ...p })) : [];
-    const others = otherProgramsUse(device, accounted);
+    const others = otherProgramsUse(device, accounted, ourPids);
     if (others > 0) parts.push({ label: 'other programs', bytes: others, kind: 'other' });
     const heldByUs = parts.reduce((sum, p) => sum + p.bytes, 0);
     const margin = Math.min(marginBytes, Math.max(0, device.total - heldByUs));

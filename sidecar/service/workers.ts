@@ -1,31 +1,35 @@
 /**
  * The engines behind the arbiter, chosen from the settings: the LLM (embedded node-llama-cpp, or the user's
- * llama-server) and the sd.cpp image runner. In an untrusted workspace (`allowBinaries` false) nothing is started.
+ * llama-server) and the sd.cpp image worker (sd-cli per job, or a resident sd-server). In an untrusted workspace
+ * (`allowBinaries` false) nothing is started.
  */
 
 import type { Log } from '../api';
-import type { ImageRunner } from '../core/ports';
 import { FULL_SD_CAPABILITIES, type DeviceKind, type SdCapabilities } from '../core/types';
 import type { SidecarSettings } from '../protocol';
 import { EmbeddedLlm, defaultLlmWorkerEntry } from '../workers/llm/embeddedLlm';
-import { LlamaServerLlm, resolveLlamaServerBinary } from '../workers/llm/llamaServer';
+import { LlamaServerLlm } from '../workers/llm/llamaServer';
 import type { LlmEvent } from '../workers/llm/llmEvents';
-import { SdCliRunner } from '../workers/sd/sdCliRunner';
+import { trackedProcessGroups } from '../workers/processTree';
+import { ImageWorker } from './imageWorker';
+import { findSdBinaries } from './sdBinaries';
 
 export interface Workers {
   llm: EmbeddedLlm | LlamaServerLlm | null;
-  image: ImageRunner | null;
+  image: ImageWorker | null;
   /** What the sd.cpp binary supports; a full set until it has been probed. */
   capabilities(): SdCapabilities;
   /** Settles once the binary has been probed (or failed to be). */
   ready: Promise<void>;
   /** The LLM worker's pid while it runs. */
   llmPid(): number | undefined;
+  /**
+   * Pids of every engine process of ours that is running (the LLM worker or llama-server, sd-cli runs, the
+   * resident sd-server), so that a driver's per-process list does not count our use as other programs'.
+   */
+  ourPids(): number[];
   dispose(): Promise<void>;
 }
-
-/** Names tried on PATH when no sd.cpp binary is configured, newest release first. */
-const SD_BINARY_NAMES = ['sd-cli', 'sd'];
 
 export async function createWorkers(settings: SidecarSettings, deviceKind: DeviceKind, log: Log): Promise<Workers> {
   if (!settings.allowBinaries) {
@@ -36,35 +40,24 @@ export async function createWorkers(settings: SidecarSettings, deviceKind: Devic
       capabilities: () => FULL_SD_CAPABILITIES,
       ready: Promise.resolve(),
       llmPid: () => undefined,
+      ourPids: () => [],
       dispose: async () => undefined,
     };
   }
 
   const llm = createLlm(settings, deviceKind, log);
-  let capabilities: SdCapabilities = FULL_SD_CAPABILITIES;
-  // An empty path makes every image job fail with the message that says what to set.
-  const binaryPath = settings.image.binaryPath.trim() || (await findOnPath(SD_BINARY_NAMES)) || '';
-  const image = new SdCliRunner({ binaryPath, onLog: (line) => log('debug', `sd.cpp: ${line}`) });
-  const ready = (async () => {
-    if (!binaryPath) {
-      log('info', 'no stable-diffusion.cpp binary configured or on PATH: image jobs will fail until vramRelay.image.binaryPath is set');
-      return;
-    }
-    try {
-      const help = await image.capabilities();
-      capabilities = help.capabilities;
-      log('info', `image engine: ${help.binaryPath} (${help.kind}, backend ${help.capabilities.backend})`);
-    } catch (error) {
-      log('warn', `image engine: ${(error as Error).message}`);
-    }
-  })();
+  const binaries = await findSdBinaries(settings.image.binaryPath);
+  const image = new ImageWorker({ binaries, keepResident: settings.image.keepResident, log });
+  const llmPid = () => (llm instanceof EmbeddedLlm ? llm.workerPid() : llm instanceof LlamaServerLlm ? llm.serverPid() : undefined);
 
   return {
     llm,
     image,
-    capabilities: () => capabilities,
-    ready,
-    llmPid: () => (llm instanceof EmbeddedLlm ? llm.workerPid() : llm instanceof LlamaServerLlm ? llm.serverPid() : undefined),
+    capabilities: () => image.capabilities(),
+    ready: image.ready,
+    llmPid,
+    // sd-cli runs are short-lived: the process tree knows every engine process group that is running now.
+    ourPids: () => [...new Set([llmPid(), image.serverPid(), ...trackedProcessGroups()].filter((pid): pid is number => pid !== undefined))],
     async dispose() {
       await Promise.allSettled([image?.stopResident(), llm?.setState('stopped')]);
     },
@@ -97,12 +90,4 @@ function createLlm(settings: SidecarSettings, deviceKind: DeviceKind, log: Log):
     worker: defaultLlmWorkerEntry(),
     onEvent,
   });
-}
-
-async function findOnPath(names: readonly string[]): Promise<string | undefined> {
-  for (const name of names) {
-    const found = await resolveLlamaServerBinary(name).catch(() => undefined);
-    if (found) return found;
-  }
-  return undefined;
 }

@@ -22,6 +22,11 @@ export function trackProcessGroup(pid: number): () => void {
   };
 }
 
+/** Pids of the groups tracked now: the engine processes that are running. */
+export function trackedProcessGroups(): number[] {
+  return [...live];
+}
+
 /** Sends `signal` to the process group led by `pid` (falls back to the process alone). Never throws. */
 export function signalTree(pid: number, signal: NodeJS.Signals): void {
   if (process.platform === 'win32') {

@@ -25,6 +25,7 @@
  *   SDCPP_STANDIN_HANG_AT=<stage>     stop printing there and wait forever (same stages as CRASH_AT)
  *   SDCPP_STANDIN_NAN=1               write an all-black image with a success log (fp16 NaN in the VAE)
  *   SDCPP_STANDIN_ARGS_LOG=<file>     append {pid, argv, env-free summary} as one JSON line per run
+ *   SDCPP_STANDIN_STAGE_MS, SDCPP_STANDIN_SAVE_MS, SDCPP_STANDIN_CRASH_ONCE: fault-test timing (sdcppStandinFaults.ts)
  */
 
 import { appendFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
@@ -45,6 +46,7 @@ import {
   weightBytes,
 } from './sdcppStandinCosts';
 import { newReleaseHelp, oldReleaseHelp, serverHelp } from './sdcppStandinHelp';
+import { applyCrashOnce, stageWork, writeImageLikeSdcpp } from './sdcppStandinFaults';
 
 type Release = 'new' | 'old';
 type OomStyle = 'graceful' | 'silent' | 'abort' | 'retry-tiled';
@@ -310,6 +312,7 @@ function cleanupDevice(): void {
 // Stage hooks for the test knobs
 
 async function checkpoint(stage: Stage, step?: number): Promise<void> {
+  await stageWork(env, step);
   if (env.SDCPP_STANDIN_HANG_AT === stage && (step === undefined || step === Number(env.SDCPP_STANDIN_CRASH_STEP ?? 1))) {
     // A hung GPU call: nothing more is printed and the process never ends by itself.
     await new Promise(() => setInterval(() => undefined, 60_000));
@@ -633,6 +636,7 @@ async function cliMain(): Promise<number> {
     info('main.cpp:470', `save result MJPG AVI video to '${paths[0]}'`);
     return 0;
   }
+  let saved = 0;
   for (const [i, path] of paths.entries()) {
     const png = result.images[i];
     if (env.SDCPP_STANDIN_CRASH_AT === 'save') {
@@ -640,12 +644,14 @@ async function cliMain(): Promise<number> {
       writeFileSync(path, png.subarray(0, Math.floor(png.length / 2)));
       crash('save');
     }
-    writeFileSync(path, png);
+    // Like stb_image_write: only a file that cannot be opened counts as a failure.
+    const ok = await writeImageLikeSdcpp(env, path, png);
+    if (ok) saved++;
     if (release === 'old') out(`save result image to '${path}'\n`);
-    else info('main.cpp:441', `save result image ${i} to '${path}' (success)`);
+    else info('main.cpp:441', `save result image ${i} to '${path}' (${ok ? 'success' : 'failure'})`);
   }
-  if (release === 'new') info('main.cpp:490', `${paths.length}/${paths.length} images saved`);
-  return 0;
+  if (release === 'new') info('main.cpp:490', `${saved}/${paths.length} images saved`);
+  return release === 'new' && saved === 0 ? 1 : 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -803,6 +809,7 @@ async function serverMain(): Promise<number> {
 }
 
 function main(): Promise<number> {
+  applyCrashOnce(env);
   if (env.SDCPP_STANDIN_ARGS_LOG) {
     appendFileSync(env.SDCPP_STANDIN_ARGS_LOG, `${JSON.stringify({ pid: process.pid, release, argv: process.argv.slice(2) })}\n`);
   }

@@ -3,10 +3,16 @@
  *
  * The process writes to a hidden temporary name in the output folder; every image is checked (a uniform image is
  * a failure, whatever the log says) and only then renamed to its final name. Every failure path removes the
- * temporary files, so the output folder never holds a half-written or blank image.
+ * temporary files, so the output folder never holds a half-written or blank image. The process runs in a private
+ * working folder, removed afterwards, so that whatever it leaves there (a core dump after an abort) is not left
+ * among the images either.
+ *
+ * Saving can fail for reasons no safer plan fixes: a full disk or a read-only folder ends the job with what to do;
+ * an output folder deleted while the job ran is made again and the job run once more with the same plan.
  */
 
-import { rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import type { ImageRunner, ImageRunResult, MeasuredBuffer, StageProgress } from '../../core/ports';
 import type { ImageJobSpec, ImagePlacement, Plan } from '../../core/types';
@@ -21,6 +27,7 @@ import {
   exitFailure,
   failure,
   type Failure,
+  folderExists,
   inputFailure,
   mergedEnv,
   missingInputs,
@@ -29,11 +36,13 @@ import {
   removeTemps,
   type RunContext,
   RunFollower,
+  sdSaveFailure,
   settle,
   SETTING_BINARY,
   splitRuns,
   stageWords,
   tempStemFor,
+  withAbsolutePaths,
 } from './sdRunSupport';
 
 export interface SdCliRunnerOptions {
@@ -60,6 +69,8 @@ interface OneRun extends RunContext {
   tempPath: string;
   batch: number;
   seed: number;
+  /** The process's working folder: private to the job, so that nothing it leaves (a core dump) lands among the images. */
+  workDir: string;
 }
 
 export class SdCliRunner implements ImageRunner {
@@ -89,10 +100,9 @@ export class SdCliRunner implements ImageRunner {
   /** A per-job runner keeps nothing resident. */
   async stopResident(): Promise<void> {}
 
-  async run(job: ImageJobSpec, plan: Plan, onProgress: (p: StageProgress) => void, signal: AbortSignal): Promise<ImageRunResult> {
+  async run(spec: ImageJobSpec, plan: Plan, onProgress: (p: StageProgress) => void, signal: AbortSignal): Promise<ImageRunResult> {
     const started = Date.now();
-    const measured: MeasuredBuffer[] = [];
-    if (signal.aborted) return cancelled(measured);
+    if (signal.aborted) return cancelled([]);
 
     let help: SdHelpInfo;
     try {
@@ -106,14 +116,38 @@ export class SdCliRunner implements ImageRunner {
           `Set ${SETTING_BINARY} to the sd-cli binary from the same release.`,
       );
     }
-    const problem = (await missingInputs(job)) ?? (await outputFolderProblem(dirname(job.outputPath)));
+    // sd.cpp runs in a private folder: relative paths must mean what the checks below read.
+    const job = withAbsolutePaths(spec);
+    const outDir = dirname(job.outputPath);
+    const problem = (await missingInputs(job)) ?? (await outputFolderProblem(outDir));
     if (problem) return inputFailure(problem);
 
+    const first = await this.runJob(job, plan, help, onProgress, signal, started);
+    if (first.ok || first.failure === 'cancelled' || signal.aborted || (await folderExists(outDir))) return first;
+    // The folder existed when the job started: it was deleted while the job ran, taking the images with it. Make it
+    // again and run the job once more with the same seed and plan, rather than climbing to a safer plan for nothing.
+    const again = await outputFolderProblem(outDir);
+    if (again) return inputFailure(`The output folder was deleted while the job ran and could not be made again. ${again}`, first.measured);
+    onProgress({ stage: 'textEncode', message: `the output folder ${outDir} was deleted while the job ran: made it again, running the job again` });
+    return this.runJob(job, plan, help, onProgress, signal, started);
+  }
+
+  /** Every run of the job (one, or image by image), then the check and the move to the final names. */
+  private async runJob(
+    job: ImageJobSpec,
+    plan: Plan,
+    help: SdHelpInfo,
+    onProgress: (p: StageProgress) => void,
+    signal: AbortSignal,
+    started: number,
+  ): Promise<ImageRunResult> {
+    const measured: MeasuredBuffer[] = [];
     const outDir = dirname(job.outputPath);
     const video = isVideoJob(job);
     const tempStem = tempStemFor(job.outputPath);
     const runs = splitRuns(job, plan);
     const produced: { file: string; allocationError: boolean }[] = [];
+    const workDir = await mkdtemp(join(tmpdir(), 'vrelay-sd-')).catch(() => outDir);
     try {
       for (const [i, part] of runs.entries()) {
         const outcome = await this.runOnce(
@@ -126,6 +160,7 @@ export class SdCliRunner implements ImageRunner {
             seed: job.seed + part.first,
             firstImage: part.first,
             totalImages: video ? 1 : job.batch,
+            workDir,
             ...(runs.length > 1 ? { runLabel: `run ${i + 1}/${runs.length}` } : {}),
           },
           onProgress,
@@ -138,6 +173,7 @@ export class SdCliRunner implements ImageRunner {
       return await deliver(produced, job, measured, onProgress, started);
     } finally {
       await removeTemps(outDir, tempStem);
+      if (workDir !== outDir) await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 
@@ -172,7 +208,7 @@ export class SdCliRunner implements ImageRunner {
       reject: false,
       buffer: false,
       stdin: 'ignore',
-      cwd: dirname(run.tempPath),
+      cwd: run.workDir,
       env: mergedEnv(this.options.env),
       // Its own process group, so that stopping it reaches anything it started.
       detached: process.platform !== 'win32',
@@ -229,17 +265,22 @@ export class SdCliRunner implements ImageRunner {
         measured,
       );
     }
+    const outDir = dirname(run.tempPath);
     if (result.signal !== undefined || result.exitCode !== 0) {
+      // Current sd-cli exits 1 when it could not open an output file: the folder is the problem, not the plan.
+      if (result.signal === undefined && follow.failedSaves.length > 0 && !oomLine) return await sdSaveFailure(outDir, job, measured);
       return exitFailure(result, follow, job, measured);
     }
 
-    const files = await producedFiles(dirname(run.tempPath), basename(run.tempPath).replace(/(_%0?\d*d)?\.png$/, ''));
+    const files = await producedFiles(outDir, basename(run.tempPath).replace(/(_%0?\d*d)?\.png$/, ''));
     for (const failedSave of follow.failedSaves) await rm(failedSave, { force: true });
     const expected = isVideoJob(job) ? 1 : run.batch;
     if (files.length < expected) {
       if (oomLine) {
         return failure('oom', `sd.cpp ran out of memory during ${stageWords(stage)} and wrote ${files.length} of ${expected} images ("${oomLine}").`, measured, stage);
       }
+      // Older builds log a save they could not do as done; a folder that cannot take the image explains it.
+      if (follow.failedSaves.length > 0 || !(await folderExists(outDir))) return await sdSaveFailure(outDir, job, measured);
       return failure('crash', `sd.cpp finished but wrote ${files.length} of ${expected} images.`, measured, stage);
     }
     // Newer builds retry a failed decode with tiling: an allocation error with good images is a success.

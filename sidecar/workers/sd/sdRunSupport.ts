@@ -5,11 +5,13 @@
 
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
+import { access, mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
+import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import type { ResultPromise } from 'execa';
 import type { ImageRunResult, MeasuredBuffer, StageProgress } from '../../core/ports';
+import { formatBytes } from '../../core/format';
 import type { ImageJobSpec, Plan, StageName } from '../../core/types';
+import { KiB } from '../../core/types';
 import { checkImageFile } from './imageCheck';
 import { isVideoJob } from './sdArgs';
 import { peakBuffers, type SdLogEvent, type SdStage } from './sdLogParser';
@@ -67,6 +69,82 @@ export async function outputFolderProblem(outDir: string): Promise<string | unde
   } catch (error) {
     return `The output folder ${outDir} cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): choose another output folder.`;
   }
+}
+
+/** True when `outDir` exists (as a folder); false when it was deleted. */
+export async function folderExists(outDir: string): Promise<boolean> {
+  return stat(outDir).then(
+    (info) => info.isDirectory(),
+    () => false,
+  );
+}
+
+/** The job with its file paths made absolute (against the sidecar's folder, as the input checks read them). */
+export function withAbsolutePaths(job: ImageJobSpec): ImageJobSpec {
+  const abs = (path: string) => (path && !isAbsolute(path) ? resolve(path) : path);
+  const parts = job.parts ? Object.fromEntries(Object.entries(job.parts).map(([k, v]) => [k, v ? abs(v) : v])) : undefined;
+  return { ...job, modelPath: abs(job.modelPath), outputPath: abs(job.outputPath), ...(parts ? { parts } : {}) };
+}
+
+/** An upper bound of the disk space one finished image of the job takes (PNG compresses; headers and metadata aside). */
+export function imageDiskBytes(job: Pick<ImageJobSpec, 'width' | 'height'>): number {
+  return job.width * job.height * 3 + 64 * KiB;
+}
+
+/**
+ * Why a finished image could not be written in `outDir` (a full disk, a read-only or locked folder), as a failure
+ * that says what to do; undefined when the folder looks fine, or is gone (the runner makes it again). `errorCode`
+ * is the error of our own write or rename, when there was one.
+ */
+export async function saveProblem(
+  outDir: string,
+  needBytes: number,
+  measured: readonly MeasuredBuffer[],
+  errorCode?: string,
+): Promise<Failure | undefined> {
+  const disk = await statfs(outDir).catch(() => undefined);
+  if (!disk) return undefined;
+  const free = disk.bavail * disk.bsize;
+  if (errorCode === 'ENOSPC' || errorCode === 'EDQUOT' || free < needBytes) {
+    return failure(
+      'input',
+      `The disk that holds ${outDir} is full (${formatBytes(free)} free), so the image could not be saved: free some space there or choose another output folder.`,
+      measured,
+      'vaeDecode',
+    );
+  }
+  const denied =
+    errorCode === 'EROFS' || errorCode === 'EACCES' || errorCode === 'EPERM'
+      ? errorCode
+      : await access(outDir, fsConstants.W_OK).then(
+          () => undefined,
+          (error: NodeJS.ErrnoException) => error.code ?? 'EACCES',
+        );
+  if (denied === 'EROFS') {
+    return failure('input', `The output folder ${outDir} is on a read-only file system, so the image could not be saved: choose another output folder.`, measured, 'vaeDecode');
+  }
+  if (denied) {
+    return failure(
+      'input',
+      `The output folder ${outDir} cannot be written (${denied}), so the image could not be saved: choose another output folder, or allow writing to it.`,
+      measured,
+      'vaeDecode',
+    );
+  }
+  return undefined;
+}
+
+/** sd.cpp could not write an image (it could not open the file): what is wrong with the folder, or what to check. */
+export async function sdSaveFailure(outDir: string, job: ImageJobSpec, measured: readonly MeasuredBuffer[]): Promise<Failure> {
+  return (
+    (await saveProblem(outDir, imageDiskBytes(job), measured)) ??
+    failure(
+      'input',
+      `sd.cpp could not save the image in ${outDir}: check that the folder exists, can be written and has free space, or choose another output folder.`,
+      measured,
+      'vaeDecode',
+    )
+  );
 }
 
 /** A hidden name in the output folder, unique to one job, under which every temporary file of the job starts. */
@@ -132,9 +210,11 @@ export async function deliver(
   started: number,
 ): Promise<ImageRunResult> {
   onProgress({ stage: 'saving', message: `checking ${produced.length} image${produced.length === 1 ? '' : 's'}` });
+  const need = imageDiskBytes(job);
   for (const { file, allocationError } of produced) {
     const problem = await checkOutput(file, allocationError, measured);
-    if (problem) return problem;
+    // sd.cpp does not check its writes: a full disk leaves a truncated file and a log that says success.
+    if (problem) return (problem.failure === 'crash' ? await saveProblem(dirname(file), need, measured) : undefined) ?? problem;
   }
   const files = produced.map((p) => p.file);
   const finals = finalNames(job.outputPath, files, isVideoJob(job));
@@ -146,6 +226,9 @@ export async function deliver(
     }
   } catch (error) {
     await Promise.all(moved.map((f) => rm(f, { force: true })));
+    const code = (error as NodeJS.ErrnoException).code;
+    const problem = await saveProblem(dirname(job.outputPath), need, measured, code);
+    if (problem) return problem;
     return failure(
       'input',
       `The finished image could not be moved to ${job.outputPath} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): choose another output folder.`,
