@@ -1,6 +1,7 @@
 /**
  * Finds engine binaries the user already has: sd.cpp (`sd-cli`, older `sd`, `sd-server`) and llama.cpp's
  * `llama-server` on PATH. Pure apart from the `isFile` callback, so it is tested with a fake file system.
+ * Downloading an official sd.cpp build is `engineDownload/`'s job; the names below are what it looks for too.
  */
 
 import * as path from 'node:path';
@@ -12,7 +13,7 @@ export const ENGINE_NAMES: Record<EngineKind, readonly string[]> = {
   llmServer: ['llama-server'],
 };
 
-/** Where official builds are published, for the Download button. */
+/** Where official builds are published: for downloading by hand (llama-server) and in every download message. */
 export const ENGINE_RELEASES: Record<EngineKind, string> = {
   image: 'https://github.com/leejet/stable-diffusion.cpp/releases',
   llmServer: 'https://github.com/ggml-org/llama.cpp/releases',

@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import { BudgetPanel } from './budgetPanel';
 import { askAboutSelectionCommand } from './commands/askAboutSelection';
 import { enhancePromptCommand, type EnhanceTarget } from './commands/enhancePrompt';
-import { findEnginesCommand } from './commands/findEngines';
+import { findEnginesCommand, isEngineKind } from './commands/findEngines';
 import { generateImageCommand, type GenerateImageArgs } from './commands/generateImage';
 import { freeGpuMemoryCommand, reloadLlmCommand, unloadLlmCommand } from './commands/residents';
 import { listModels, selectModelsCommand, type SelectModelsArgs } from './commands/selectModels';
@@ -87,7 +87,7 @@ export class VramRelay implements vscode.Disposable, Services {
       command('vramRelay.reloadLlm', () => reloadLlmCommand(this)),
       command('vramRelay.freeGpuMemory', () => freeGpuMemoryCommand(this)),
       command('vramRelay.selectModels', (args?: SelectModelsArgs) => selectModelsCommand(this, args && typeof args === 'object' ? args : {})),
-      command('vramRelay.findEngines', () => findEnginesCommand()),
+      command('vramRelay.findEngines', (kind?: unknown) => findEnginesCommand(this, isEngineKind(kind) ? kind : undefined)),
     ];
   }
 
