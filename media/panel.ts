@@ -17,7 +17,7 @@ import { renderDecisionRows, renderJobFilter } from './decisionTable';
 import { renderDeviceBars } from './deviceBars';
 import { h, replaceChildren } from './dom';
 import type { FromPanel, MemorySample, PanelCommand, PanelConnection, PlanRequest, ToPanel } from './panelMessages';
-import { mergeDecisions, runningRows } from './panelModel';
+import { connectionBanner, mergeDecisions, runningRows } from './panelModel';
 import { renderPlanResult, type ShownPlan } from './planView';
 import { renderTimeline } from './timeline';
 
@@ -63,6 +63,14 @@ function saveState(): void {
 // Static skeleton: built once so focus and form input survive redraws.
 
 const connectionLine = h('p', { id: 'connection', class: 'muted', role: 'status', 'aria-live': 'polite' });
+const bannerText = h('span', { id: 'sidecar-banner-text' });
+const bannerRestart = commandButton('vramRelay.restartSidecar', 'Restart sidecar', 'banner-restart');
+const banner = h(
+  'div',
+  { id: 'sidecar-banner', class: 'banner', role: 'alert', 'data-testid': 'sidecar-banner', hidden: true },
+  bannerText,
+  h('span', { class: 'banner-actions' }, bannerRestart, commandButton('vramRelay.showLogs', 'Show logs', 'banner-logs')),
+);
 const demoBadge = h('span', { id: 'demo-badge', class: 'badge', hidden: true, title: 'Simulated device: no real memory is used' }, 'demo');
 const deviceBars = h('div', { id: 'device-bars', 'data-testid': 'device-bars' });
 const runningBody = h('div', { id: 'running-jobs', 'data-testid': 'running-jobs' });
@@ -129,6 +137,7 @@ function buildSkeleton(): void {
       'header',
       { class: 'header' },
       h('h1', {}, 'VRAM budget ', demoBadge),
+      banner,
       connectionLine,
       h(
         'div',
@@ -154,11 +163,17 @@ function renderConnection(): void {
   const text: Record<PanelConnection, string> = {
     stopped: 'Sidecar not started.',
     starting: 'Starting the sidecar…',
+    restarting: 'Restarting the sidecar…',
     running: model.snapshot ? `Updated ${new Date(model.snapshot.at).toLocaleTimeString()}` : 'Connected; waiting for the first reading…',
-    failed: `The sidecar is not running${model.failure ? `: ${model.failure}` : ''}. Use Restart Sidecar.`,
+    failed: 'The sidecar is not running.',
   };
   connectionLine.textContent = text[model.connection];
   connectionLine.dataset.connection = model.connection;
+  const shown = connectionBanner(model.connection, model.failure, model.snapshot?.at);
+  banner.hidden = !shown;
+  banner.dataset.severity = shown?.severity ?? '';
+  bannerText.textContent = shown?.text ?? '';
+  bannerRestart.hidden = !shown?.offerRestart;
   demoBadge.hidden = model.snapshot?.deviceSource !== 'simulated';
 }
 

@@ -6,7 +6,8 @@
 import type { DecisionEvent, Plan } from '../sidecar/core/types';
 import type { JobProgressParams, SidecarSnapshot } from '../sidecar/protocol';
 
-export type PanelConnection = 'stopped' | 'starting' | 'running' | 'failed';
+/** `restarting`: the sidecar stopped unexpectedly and the extension is starting it again. */
+export type PanelConnection = 'stopped' | 'starting' | 'restarting' | 'running' | 'failed';
 
 export interface DeviceSample {
   id: string;

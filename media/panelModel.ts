@@ -6,7 +6,7 @@
 
 import type { DecisionEvent, JobInfo, StageName } from '../sidecar/core/types';
 import type { JobProgressParams, SidecarSnapshot } from '../sidecar/protocol';
-import type { MemorySample } from './panelMessages';
+import type { MemorySample, PanelConnection } from './panelMessages';
 
 export type SegmentKind =
   | 'llm-weights'
@@ -180,4 +180,31 @@ export function runningRows(snapshot: SidecarSnapshot, progress: ReadonlyMap<str
       measured,
     };
   });
+}
+
+/** The banner over the panel while the sidecar is down; undefined while it runs (or has not been started). */
+export interface ConnectionBanner {
+  severity: 'warning' | 'error';
+  text: string;
+  /** Offer Restart Sidecar: nothing restarts it by itself any more. */
+  offerRestart: boolean;
+}
+
+export function connectionBanner(connection: PanelConnection, failure: string | undefined, lastReadingAt: number | undefined): ConnectionBanner | undefined {
+  const readings = lastReadingAt !== undefined ? ` The figures below are from ${new Date(lastReadingAt).toLocaleTimeString()}, before it stopped.` : '';
+  if (connection === 'restarting') {
+    return {
+      severity: 'warning',
+      text: `The sidecar stopped unexpectedly${failure ? ` (${failure})` : ''} and is restarting. Image jobs in flight are resubmitted when it is back; LLM requests in flight are reported.${readings}`,
+      offerRestart: false,
+    };
+  }
+  if (connection === 'failed') {
+    return {
+      severity: 'error',
+      text: `The sidecar stopped${failure ? `: ${failure}` : ''}. Nothing restarts it by itself now.${readings}`,
+      offerRestart: true,
+    };
+  }
+  return undefined;
 }

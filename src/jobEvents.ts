@@ -1,7 +1,8 @@
 /**
  * Routes `vramRelay/jobProgress` and `vramRelay/jobDone` to whoever waits on a job. Progress can arrive before
  * the `submitJob` answer tells the caller its job id, so events for jobs nobody watches yet are kept (bounded)
- * and replayed when a watcher arrives.
+ * and replayed when a watcher arrives. A restarted sidecar numbers its jobs from the start again, so `reset`
+ * forgets everything the previous process said.
  */
 
 import type { JobDoneParams, JobProgressParams } from '../sidecar/protocol';
@@ -41,8 +42,15 @@ export class JobEventRouter {
     for (const event of replay ?? []) deliver(watcher, event);
     return () => {
       set.delete(watcher);
-      if (set.size === 0) this.watchers.delete(jobId);
+      // After a reset the same id may belong to a job of the new sidecar: leave its watchers alone.
+      if (set.size === 0 && this.watchers.get(jobId) === set) this.watchers.delete(jobId);
     };
+  }
+
+  /** The sidecar process is gone: its job ids will be reused by the next one, so drop watchers and kept events. */
+  reset(): void {
+    this.watchers.clear();
+    this.pending.clear();
   }
 
   /** Jobs with unclaimed events, for tests and diagnostics. */

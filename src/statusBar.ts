@@ -1,6 +1,7 @@
 /**
  * The status-bar VRAM monitor: one item (id `vramRelay.monitor`, so users can hide it) redrawn from each
- * snapshot through the pure `statusView`.
+ * snapshot and connection change through the pure `statusView`. While the sidecar restarts after a crash it says
+ * so; once automatic restarts are spent a click restarts it.
  */
 
 import * as vscode from 'vscode';
@@ -20,7 +21,6 @@ export class StatusMonitor implements vscode.Disposable {
   constructor(private readonly sidecar: SidecarClient) {
     this.item = vscode.window.createStatusBarItem('vramRelay.monitor', vscode.StatusBarAlignment.Right, 100);
     this.item.name = 'VRAM Relay';
-    this.item.command = 'vramRelay.showBudgetPanel';
     this.disposables.push(
       this.item,
       sidecar.onSnapshot((snapshot) => {
@@ -28,7 +28,11 @@ export class StatusMonitor implements vscode.Disposable {
         if (this.completionsPaused && llmAvailability(snapshot, true) !== 'lent') this.completionsPaused = false;
         this.render();
       }),
-      sidecar.onDidChangeConnection(() => this.render()),
+      sidecar.onDidChangeConnection((state) => {
+        // A stage of a job of a process that is gone would stay on screen forever.
+        if (state !== 'running') this.activeStage = undefined;
+        this.render();
+      }),
       sidecar.onJobProgress((p) => {
         this.activeStage = { jobId: p.jobId, stage: p.stage, step: p.step, totalSteps: p.totalSteps };
         this.render();
@@ -63,9 +67,13 @@ export class StatusMonitor implements vscode.Disposable {
       activeStage: this.activeStage,
       completionsPaused: this.completionsPaused,
       failure: this.sidecar.lastFailure,
+      restart: this.sidecar.restartAttempt,
+      jobsInFlight: this.sidecar.jobsAwaitingRecovery,
+      lastRestart: this.sidecar.lastRestart,
       now: Date.now(),
     });
     this.item.text = view.text;
+    this.item.command = view.command;
     const tooltip = new vscode.MarkdownString(view.tooltip, true);
     tooltip.isTrusted = { enabledCommands: TOOLTIP_COMMANDS };
     this.item.tooltip = tooltip;

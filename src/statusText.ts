@@ -1,6 +1,6 @@
 /**
- * What the status-bar monitor shows, as a pure function of the sidecar's snapshot: the text, the Markdown
- * tooltip and the colour. Kept free of `vscode` so it is tested on its own.
+ * What the status-bar monitor shows, as a pure function of the sidecar's snapshot and connection: the text, the
+ * Markdown tooltip, the colour and what a click does. Kept free of `vscode` so it is tested on its own.
  */
 
 import type { DecisionEvent, JobInfo } from '../sidecar/core/types';
@@ -8,7 +8,8 @@ import type { SidecarSnapshot } from '../sidecar/protocol';
 import { formatBytes, formatClock, formatGiB } from './format';
 import { planDegradations } from './planSummary';
 
-export type ConnectionState = 'stopped' | 'starting' | 'running' | 'failed';
+/** `restarting`: the sidecar stopped unexpectedly and is being started again automatically. */
+export type ConnectionState = 'stopped' | 'starting' | 'restarting' | 'running' | 'failed';
 export type StatusSeverity = 'normal' | 'warning' | 'error';
 
 /** A stage reported by `vramRelay/jobProgress` for the job the image worker is running. */
@@ -25,8 +26,14 @@ export interface StatusInput {
   activeStage?: ActiveStage;
   /** True while inline completions wait because the LLM lent its memory to an image job. */
   completionsPaused?: boolean;
-  /** Why the sidecar failed to start, when it did. */
+  /** Why the sidecar is down: why it failed to start, or why it stopped (while restarting or after giving up). */
   failure?: string;
+  /** While restarting: which automatic restart this is, of how many the budget allows. */
+  restart?: { attempt: number; max: number };
+  /** Jobs the extension had in flight when the sidecar stopped, waiting to be resubmitted or reported. */
+  jobsInFlight?: number;
+  /** The last automatic restart, remembered for a few minutes after the sidecar is back. */
+  lastRestart?: { at: number; reason: string };
   now: number;
 }
 
@@ -36,9 +43,11 @@ export interface StatusView {
   tooltip: string;
   severity: StatusSeverity;
   accessibilityLabel: string;
+  /** The command a click runs. */
+  command: string;
 }
 
-/** How long a failed, retried or rejected job keeps the monitor red. */
+/** How long a failed, retried or rejected job keeps the monitor red (and a restart keeps it yellow). */
 export const RECENT_TROUBLE_MS = 5 * 60_000;
 
 /** Commands the tooltip links to; the status item trusts exactly these. */
@@ -97,13 +106,18 @@ function deviceFigures(snapshot: SidecarSnapshot): string {
   return gpus.map((d) => `${formatGiB(d.used)}/${formatGiB(d.total)} GB`).join(' · ');
 }
 
-function severityOf(snapshot: SidecarSnapshot, now: number): StatusSeverity {
-  if (recentTrouble(snapshot.recentDecisions, now).length > 0 || degradedJobs(snapshot.running).length > 0) return 'error';
+function recentRestart(input: StatusInput): StatusInput['lastRestart'] {
+  const last = input.lastRestart;
+  return last && input.now - last.at <= RECENT_TROUBLE_MS ? last : undefined;
+}
+
+function severityOf(input: StatusInput, snapshot: SidecarSnapshot): StatusSeverity {
+  if (recentTrouble(snapshot.recentDecisions, input.now).length > 0 || degradedJobs(snapshot.running).length > 0) return 'error';
   const low = snapshot.devices.some((d) => {
     const free = snapshot.effectiveFree[d.id];
     return free !== undefined && free < snapshot.safetyMargin;
   });
-  return low ? 'warning' : 'normal';
+  return low || recentRestart(input) ? 'warning' : 'normal';
 }
 
 function tooltipFor(input: StatusInput, snapshot: SidecarSnapshot): string {
@@ -134,6 +148,8 @@ function tooltipFor(input: StatusInput, snapshot: SidecarSnapshot): string {
   for (const job of degradedJobs(snapshot.running)) {
     lines.push('', `$(warning) Job ${escapeMarkdown(job.id)}: ${escapeMarkdown(planDegradations(job.plan!).join(', '))}`);
   }
+  const restarted = recentRestart(input);
+  if (restarted) lines.push('', `$(debug-restart) ${formatClock(restarted.at)} the sidecar stopped unexpectedly (${escapeMarkdown(restarted.reason)}) and was restarted.`);
   lines.push(
     '',
     '[Show Budget Panel](command:vramRelay.showBudgetPanel) · [Free GPU Memory](command:vramRelay.freeGpuMemory) · [Show Logs](command:vramRelay.showLogs)',
@@ -141,25 +157,52 @@ function tooltipFor(input: StatusInput, snapshot: SidecarSnapshot): string {
   return lines.join('\n');
 }
 
-/** The monitor's text, tooltip and colour for the current state. */
+function jobsWord(n: number): string {
+  return `${n} job${n === 1 ? '' : 's'}`;
+}
+
+/** While the sidecar comes back after a crash: say so, say why, and say what happens to the jobs in flight. */
+function restartingView(input: StatusInput): StatusView {
+  const why = input.failure ? ` (${escapeMarkdown(input.failure)})` : '';
+  const which = input.restart ? ` (automatic restart ${input.restart.attempt} of ${input.restart.max})` : '';
+  const lines = [`**VRAM Relay**: the sidecar stopped unexpectedly${why} and is restarting${which}.`];
+  const jobs = input.jobsInFlight ?? 0;
+  if (jobs > 0) lines.push('', `${jobsWord(jobs)} in flight: image jobs are resubmitted when it is back, LLM requests are reported.`);
+  lines.push('', '[Show Logs](command:vramRelay.showLogs) · [Show Budget Panel](command:vramRelay.showBudgetPanel)');
+  return {
+    text: '$(sync~spin) VRAM Relay restarting…',
+    tooltip: lines.join('\n'),
+    severity: 'warning',
+    accessibilityLabel: `VRAM Relay: the sidecar stopped unexpectedly and is restarting${input.failure ? ` (${input.failure})` : ''}`,
+    command: 'vramRelay.showBudgetPanel',
+  };
+}
+
+/** The sidecar is down for good (start-up failed, or the restart budget is spent): a click restarts it. */
+function stoppedView(input: StatusInput): StatusView {
+  const why = input.failure ? `\n\n${escapeMarkdown(input.failure)}` : '';
+  return {
+    text: '$(error) VRAM Relay stopped',
+    tooltip: `**VRAM Relay** stopped: the sidecar is not running.${why}\n\nClick to restart it.\n\n[Restart Sidecar](command:vramRelay.restartSidecar) · [Show Logs](command:vramRelay.showLogs)`,
+    severity: 'error',
+    accessibilityLabel: `VRAM Relay stopped: the sidecar is not running${input.failure ? ` (${input.failure})` : ''}. Click to restart it.`,
+    command: 'vramRelay.restartSidecar',
+  };
+}
+
+/** The monitor's text, tooltip, colour and click for the current state. */
 export function statusView(input: StatusInput): StatusView {
   const { snapshot } = input;
+  if (input.connection === 'restarting') return restartingView(input);
+  if (input.connection === 'failed') return stoppedView(input);
   if (!snapshot || input.connection !== 'running') {
-    if (input.connection === 'failed') {
-      const why = input.failure ? `\n\n${escapeMarkdown(input.failure)}` : '';
-      return {
-        text: '$(error) VRAM Relay',
-        tooltip: `**VRAM Relay**: the sidecar is not running.${why}\n\n[Restart Sidecar](command:vramRelay.restartSidecar) · [Show Logs](command:vramRelay.showLogs)`,
-        severity: 'error',
-        accessibilityLabel: 'VRAM Relay: the sidecar is not running',
-      };
-    }
     const starting = input.connection === 'starting' || (input.connection === 'running' && !snapshot);
     return {
       text: starting ? '$(loading~spin) VRAM Relay' : '$(server) VRAM Relay',
       tooltip: starting ? '**VRAM Relay**: starting the sidecar…' : '**VRAM Relay**: click to start the monitor.\n\n[Show Budget Panel](command:vramRelay.showBudgetPanel)',
       severity: 'normal',
       accessibilityLabel: starting ? 'VRAM Relay: starting' : 'VRAM Relay: not started',
+      command: 'vramRelay.showBudgetPanel',
     };
   }
   const demo = snapshot.deviceSource === 'simulated' ? ' [demo]' : '';
@@ -168,7 +211,8 @@ export function statusView(input: StatusInput): StatusView {
   return {
     text,
     tooltip: tooltipFor(input, snapshot),
-    severity: severityOf(snapshot, input.now),
+    severity: severityOf(input, snapshot),
     accessibilityLabel: `VRAM Relay: ${text.replace(/\$\([^)]*\)\s*/g, '')}`,
+    command: 'vramRelay.showBudgetPanel',
   };
 }

@@ -1,7 +1,10 @@
 /**
  * What a user does, in a real VS Code against the simulated device: generate an image from the palette (the
  * sd.cpp stand-in plays the engine), enhance a prompt from the palette and from the light bulb (the real
- * node-llama-cpp on a small random-weight model written here). Screenshots go to .test-artifacts/e2e/scenarios/.
+ * node-llama-cpp on a small random-weight model written here), and live through a sidecar crash in the middle of
+ * an image job. Screenshots go to .test-artifacts/e2e/scenarios/.
+ *
+ * Only the crash scenario: node --import tsx --test --test-name-pattern="sidecar is killed" test/e2e/scenarios.e2e.test.ts
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -9,15 +12,22 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { GiB } from '../../sidecar/core/types';
+import { promptSlug } from '../../src/outputPath';
 import { SimulatedDevice } from '../../sidecar/devices/simulatedDevice';
 import { writeLlamaGguf } from '../helpers/ggufWriter';
 import { SDCPP_STANDIN_BIN, readStandinArgsLog, sdcppStandinEnv } from '../standins/sdcppStandin';
 import { SD1_UNET, clipTextTensors, klVaeTensors, unetTensors, writeSafetensors } from '../unit/models/imageCheckpoints';
-import { SECOND, VsCodeSession } from './harness';
+import { extensionId, SECOND, UI_TIMEOUT, VsCodeSession, waitForText } from './harness';
 
 const MONITOR = 'vramRelay.monitor';
 const PROMPT = 'a watercolor painting of a lighthouse at sunset, dramatic lighting';
 const NOTES = ['# Cover art', '', PROMPT, ''].join('\n');
+/** The crash scenario's own prompt, so that its files are told apart from the first scenario's. */
+const CRASH_PROMPT = 'a pencil sketch of a fox asleep in the snow';
+const CRASH_SLUG = promptSlug(CRASH_PROMPT);
+/** Sampling steps of the crash scenario: at 100 ms a step the job runs long enough to be killed in the middle. */
+const CRASH_STEPS = 100;
+const CRASH_SEED = 4242;
 /**
  * Why the Enhance Prompt tests are TODO (they still run, and report what they hit): the sidecar answers and the
  * prompt line is rewritten, but after Undo + Save the file still holds the rewritten line (checked with the
@@ -150,6 +160,81 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
       await vscode.waitForFile('light-bulb.md', (text) => text === NOTES);
     });
   });
+
+  // Last, because it kills the sidecar the other scenarios use (it comes back, but the log shows the crash).
+  test('when the sidecar is killed mid-job, the status bar shows the restart and the image still arrives once', async () => {
+    const vscode = session!;
+    await vscode.capture('sidecar-crash', async () => {
+      await vscode.waitForStatusText(MONITOR, /GB/);
+      // The budget panel is open during the crash: it shows a banner while the sidecar is away.
+      await vscode.runCommand('VRAM Relay: Show Budget Panel');
+      await waitForText(vscode.webview().locator('#device-bars'), /GB/, UI_TIMEOUT, 'The device bars');
+      const banner = vscode.webview().locator('[data-testid="sidecar-banner"]');
+      assert.equal(await banner.isVisible(), false, 'a banner is shown while the sidecar runs');
+      await vscode.runCommand('VRAM Relay: Generate Image');
+      await vscode.answerInput(CRASH_PROMPT);
+      await waitForQuickInputTitle(vscode, /\(2\/3\)/);
+      await vscode.page.keyboard.press('Enter');
+      // Options: open "Steps", type the count, and come back to Generate.
+      await waitForQuickInputTitle(vscode, /\(3\/3\)/);
+      await vscode.answerInput('Steps');
+      await waitForQuickInputTitle(vscode, /Sampling steps/);
+      await vscode.answerInput(String(CRASH_STEPS));
+      await waitForQuickInputTitle(vscode, /\(3\/3\)/);
+      await vscode.answerInput('Seed');
+      await waitForQuickInputTitle(vscode, /^Seed/);
+      await vscode.answerInput(String(CRASH_SEED));
+      await waitForQuickInputTitle(vscode, /\(3\/3\)/);
+      await vscode.page.keyboard.press('Enter');
+
+      await vscode.waitForStatusText(MONITOR, new RegExp(`SD sampling \\d+/${CRASH_STEPS}`), 2 * 60 * SECOND);
+      const sidecars = sidecarProcesses(path.dirname(vscode.workspace));
+      assert.equal(sidecars.length, 1, `expected one sidecar process of this session, found ${sidecars.join(', ') || 'none'}`);
+      // Watch the status bar from the browser before the kill, so that a quick restart is not missed.
+      const itemId = JSON.stringify(`${extensionId()}.${MONITOR}`);
+      const sawRestarting = vscode.page.waitForFunction(`/restarting/.test(document.getElementById(${itemId})?.innerText ?? '')`, undefined, {
+        polling: 50,
+        timeout: 60 * SECOND,
+      });
+      const bannerShown = banner.filter({ hasText: /is restarting/ }).waitFor({ state: 'visible', timeout: 60 * SECOND });
+      const runsBeforeKill = (await readStandinArgsLog(argsLog)).length;
+      process.kill(sidecars[0], 'SIGKILL');
+      await sawRestarting;
+      await vscode.screenshotStatusBar('status-bar-restarting');
+      await bannerShown;
+      await vscode.screenshotEditor('panel-banner-restarting');
+      await banner.waitFor({ state: 'hidden', timeout: 60 * SECOND });
+
+      const told = vscode.page.locator('.notifications-toasts .notification-toast', { hasText: /the sidecar restarted; 1 job was resubmitted/ });
+      await told.first().waitFor({ state: 'visible', timeout: 60 * SECOND });
+      await vscode.screenshot('resubmitted-notification');
+      const [image] = await vscode.waitForFiles('assets/generated', new RegExp(`^${CRASH_SLUG}.*\\.png$`), 3 * 60 * SECOND);
+      await vscode.waitForStatusText(MONITOR, /GB/);
+      await vscode.screenshotStatusBar('status-bar-after-restart');
+
+      const after = sidecarProcesses(path.dirname(vscode.workspace));
+      assert.equal(after.length, 1, 'no sidecar runs after the restart');
+      assert.notEqual(after[0], sidecars[0]);
+      const png = fs.readFileSync(path.join(vscode.workspace, image));
+      assert.equal(png.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', `${image} is not a PNG`);
+      // Once: one image and one parameters file under the job's name, nothing numbered beside them.
+      const folder = path.join(vscode.workspace, 'assets', 'generated');
+      const mine = fs.readdirSync(folder).filter((name) => name.startsWith(CRASH_SLUG));
+      assert.deepEqual(mine.sort(), [path.basename(image), path.basename(image).replace(/\.png$/, '.json')].sort(), `files: ${mine.join(', ')}`);
+      // The job ran again on the new sidecar (sd-server receives the prompt over HTTP, sd-cli on its command line).
+      const runsAfterKill = (await readStandinArgsLog(argsLog)).slice(runsBeforeKill);
+      assert.ok(
+        runsAfterKill.some((run) => run.argv.includes(CRASH_PROMPT) || run.argv.includes('--listen-port')),
+        `the new sidecar never started the engine: ${JSON.stringify(runsAfterKill)}`,
+      );
+      const log = await waitForLog(vscode, /Resubmitted job job-\d+ as job-\d+ after the restart/);
+      assert.match(log, /stopped unexpectedly \(killed by SIGKILL\)/);
+      // The same request: the parameters beside the image carry the seed that was asked for.
+      const parameters = JSON.parse(fs.readFileSync(path.join(folder, path.basename(image).replace(/\.png$/, '.json')), 'utf8')) as { seed: number; steps: number };
+      assert.equal(parameters.seed, CRASH_SEED);
+      assert.equal(parameters.steps, CRASH_STEPS);
+    });
+  });
 });
 
 /**
@@ -169,4 +254,37 @@ async function settledContent(vscode: VsCodeSession, relative: string, accept: (
     await new Promise((resolve) => setTimeout(resolve, 2 * SECOND));
   }
   throw new Error(`${relative} never settled within ${timeout / SECOND}s`);
+}
+
+/** Waits until the open quick input's title matches, so that the next answer goes to the right step. */
+async function waitForQuickInputTitle(vscode: VsCodeSession, pattern: RegExp): Promise<void> {
+  await waitForText(vscode.page.locator('.quick-input-widget .quick-input-title'), pattern, UI_TIMEOUT, 'The quick input title');
+}
+
+/** Process ids of this session's sidecars: node processes running the staged `dist/sidecar.js` below `sessionRoot`. */
+function sidecarProcesses(sessionRoot: string): number[] {
+  const found: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(path.join('/proc', name, 'cmdline'), 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (argv.some((arg) => arg.startsWith(sessionRoot) && arg.endsWith(path.join('dist', 'sidecar.js')))) found.push(Number(name));
+  }
+  return found;
+}
+
+/** The extension's log once it matches (the workbench writes it to disk a little later than it is logged). */
+async function waitForLog(vscode: VsCodeSession, pattern: RegExp, timeout = UI_TIMEOUT): Promise<string> {
+  const deadline = Date.now() + timeout;
+  let log = vscode.extensionLog();
+  while (!pattern.test(log) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    log = vscode.extensionLog();
+  }
+  assert.match(log, pattern);
+  return log;
 }

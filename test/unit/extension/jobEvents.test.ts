@@ -45,4 +45,20 @@ describe('JobEventRouter', () => {
     router.watch('c', { onProgress: (p) => seen.push(p.step ?? -1) });
     assert.deepEqual(seen, [4, 5, 6]);
   });
+
+  it('forgets a dead process: its kept events and watchers, without touching watchers of the next one', () => {
+    const router = new JobEventRouter();
+    const old: number[] = [];
+    const stopOld = router.watch('job-1', { onProgress: (p) => old.push(p.step ?? -1) });
+    router.progress(progress('job-2', 4));
+    router.reset();
+    assert.deepEqual(router.pendingJobIds(), []);
+    // The next process reuses job-1 for another job.
+    const fresh: number[] = [];
+    router.watch('job-1', { onProgress: (p) => fresh.push(p.step ?? -1) });
+    stopOld();
+    router.progress(progress('job-1', 1));
+    assert.deepEqual(old, []);
+    assert.deepEqual(fresh, [1]);
+  });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GiB } from '../../../sidecar/core/types';
-import { barSegments, filterDecisions, jobIdsOf, mergeDecisions, runningRows, segmentKind, timelineSeries } from '../../../media/panelModel';
+import { barSegments, connectionBanner, filterDecisions, jobIdsOf, mergeDecisions, runningRows, segmentKind, timelineSeries } from '../../../media/panelModel';
 import type { MemorySample } from '../../../media/panelMessages';
 import { decision, imageJob, plan, snapshot } from './fixtures';
 
@@ -73,5 +73,30 @@ describe('running rows', () => {
     assert.equal(rows[0].what, 'image 1024×1024');
     assert.equal(rows[0].estimate, 6.5 * GiB);
     assert.equal(rows[0].measured, 6.6 * GiB);
+  });
+});
+
+describe('connection banner', () => {
+  it('shows a warning while the sidecar restarts, saying why and what the figures are', () => {
+    const banner = connectionBanner('restarting', 'killed by SIGKILL', 0);
+    assert.equal(banner?.severity, 'warning');
+    assert.equal(banner?.offerRestart, false);
+    assert.match(banner?.text ?? '', /stopped unexpectedly \(killed by SIGKILL\) and is restarting/);
+    assert.match(banner?.text ?? '', /Image jobs in flight are resubmitted/);
+    assert.match(banner?.text ?? '', /figures below are from/);
+  });
+
+  it('offers a restart once the sidecar stopped for good', () => {
+    const banner = connectionBanner('failed', 'the sidecar stopped 5 times in 3 minutes and was not restarted again', undefined);
+    assert.equal(banner?.severity, 'error');
+    assert.equal(banner?.offerRestart, true);
+    assert.match(banner?.text ?? '', /5 times in 3 minutes/);
+    assert.doesNotMatch(banner?.text ?? '', /figures below/);
+  });
+
+  it('is gone while the sidecar runs or has not been started', () => {
+    assert.equal(connectionBanner('running', undefined, 0), undefined);
+    assert.equal(connectionBanner('starting', undefined, undefined), undefined);
+    assert.equal(connectionBanner('stopped', undefined, undefined), undefined);
   });
 });

@@ -77,6 +77,46 @@ describe('statusView', () => {
     assert.match(failed.tooltip, /sidecar\\\.js not found/);
   });
 
+  it('says the sidecar is restarting, why, which restart it is and what happens to the jobs in flight', () => {
+    const view = statusView({
+      connection: 'restarting',
+      failure: 'killed by SIGKILL',
+      restart: { attempt: 1, max: 4 },
+      jobsInFlight: 2,
+      snapshot: snapshot(),
+      now: 0,
+    });
+    assert.equal(view.text, '$(sync~spin) VRAM Relay restarting…');
+    assert.equal(view.severity, 'warning');
+    assert.match(view.tooltip, /stopped unexpectedly \(killed by SIGKILL\) and is restarting \(automatic restart 1 of 4\)/);
+    assert.match(view.tooltip, /2 jobs in flight: image jobs are resubmitted/);
+    assert.match(view.tooltip, /\(command:vramRelay\.showLogs\)/);
+    assert.match(view.accessibilityLabel, /restarting \(killed by SIGKILL\)/);
+    // The figures of a process that is gone are not shown as if they were current.
+    assert.doesNotMatch(view.text, /GB/);
+  });
+
+  it('once automatic restarts are spent, says it stopped and restarts on click', () => {
+    const view = statusView({ connection: 'failed', failure: 'The sidecar stopped 5 times in 3 minutes and was not restarted again', now: 0 });
+    assert.equal(view.text, '$(error) VRAM Relay stopped');
+    assert.equal(view.command, 'vramRelay.restartSidecar');
+    assert.match(view.tooltip, /stopped 5 times in 3 minutes/);
+    assert.match(view.tooltip, /\[Restart Sidecar\]\(command:vramRelay\.restartSidecar\)/);
+    assert.match(view.accessibilityLabel, /Click to restart it/);
+  });
+
+  it('goes back to the normal display when the sidecar is back, remembering the restart for a few minutes', () => {
+    const lastRestart = { at: 1000, reason: 'killed by SIGKILL' };
+    const back = statusView({ connection: 'running', snapshot: snapshot(), lastRestart, now: 2000 });
+    assert.equal(back.text, '$(server) 5.2/12.0 GB · LLM hot · SD idle');
+    assert.equal(back.command, 'vramRelay.showBudgetPanel');
+    assert.equal(back.severity, 'warning');
+    assert.match(back.tooltip, /stopped unexpectedly \(killed by SIGKILL\) and was restarted/);
+    const later = statusView({ connection: 'running', snapshot: snapshot(), lastRestart, now: 1000 + RECENT_TROUBLE_MS + 1 });
+    assert.equal(later.severity, 'normal');
+    assert.doesNotMatch(later.tooltip, /restarted/);
+  });
+
   it('marks the LLM as lent while completions are paused', () => {
     assert.match(statusView({ connection: 'running', snapshot: snapshot(), now: 0, completionsPaused: true }).text, /LLM hot \(lent\)/);
   });
