@@ -10,6 +10,7 @@
 import * as path from 'node:path';
 import type { ImageJobSpec, JobPriority, JobSpec } from '../sidecar/core/types';
 import type { JobProgressParams } from '../sidecar/protocol';
+import { numberedOutputStem } from '../sidecar/core/outputNames';
 
 /**
  * `submitted`: recorded, its request not yet sent (it waits for a sidecar that is starting). `sent`: the request
@@ -77,7 +78,7 @@ export function expectedOutputs(spec: ImageJobSpec): string[] {
   if (spec.batch <= 1) return [spec.outputPath];
   const ext = path.extname(spec.outputPath) || '.png';
   const stem = path.join(path.dirname(spec.outputPath), path.basename(spec.outputPath, path.extname(spec.outputPath)));
-  return Array.from({ length: spec.batch }, (_, i) => `${stem}_${i + 1}${ext}`);
+  return Array.from({ length: spec.batch }, (_, i) => `${numberedOutputStem(stem, i, spec.batch)}${ext}`);
 }
 
 export const LLM_LOST_MESSAGE =

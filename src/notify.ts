@@ -1,6 +1,7 @@
 /** How errors reach the user: one message that says what happened and what to do, with the log one click away. */
 
 import * as vscode from 'vscode';
+import { ERROR_ACTIONS, errorButtons, SHOW_LOGS } from './errorActions';
 import { JobCancelledError } from './jobRunner';
 import type { SidecarClient } from './sidecarClient';
 
@@ -16,10 +17,9 @@ export async function reportError(sidecar: SidecarClient, what: string, error: u
   }
   const message = errorMessage(error);
   sidecar.log.error(`${what}: ${message}`);
-  const choice = await vscode.window.showErrorMessage(`VRAM Relay: ${what} failed. ${message}`, ...extra, 'Show Logs');
-  if (choice === 'Show Logs') sidecar.log.show();
-  if (choice === 'Show Budget Panel') void vscode.commands.executeCommand('vramRelay.showBudgetPanel');
-  if (choice === 'Restart Sidecar') void vscode.commands.executeCommand('vramRelay.restartSidecar');
-  if (choice === 'Select Models') void vscode.commands.executeCommand('vramRelay.selectModels');
+  const choice = await vscode.window.showErrorMessage(`VRAM Relay: ${what} failed. ${message}`, ...errorButtons(message, extra));
+  if (choice === SHOW_LOGS) sidecar.log.show();
+  const action = choice !== undefined ? ERROR_ACTIONS[choice] : undefined;
+  if (action) void vscode.commands.executeCommand(action.command, ...action.args);
   return choice;
 }

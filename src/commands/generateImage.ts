@@ -5,7 +5,7 @@
  * beside it, and opens.
  */
 
-import { existsSync, promises as fs } from 'node:fs';
+import { lstatSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Plan } from '../../sidecar/core/types';
@@ -232,11 +232,17 @@ interface SavedRun {
   parameters: string;
 }
 
-async function runAndSave(services: Services, request: ImageRequest, folder: string, plan: Plan | undefined): Promise<SavedRun | undefined> {
+async function runAndSave(services: Services, request: ImageRequest, workspaceRoot: string, folder: string, plan: Plan | undefined): Promise<SavedRun | undefined> {
   await fs.mkdir(folder, { recursive: true });
-  const base = uniqueBaseName(promptSlug(request.prompt), request.batch, (name) => reservedNames.has(path.join(folder, name)) || existsSync(path.join(folder, name)));
+  // Checked again now that the folder exists: a link created since the setting was read must not take the images out.
+  if (!isInside(workspaceRoot, folder)) {
+    throw new Error(`The image folder ${folder} now leads outside the workspace (${workspaceRoot}). Set vramRelay.output.imageFolder to a folder inside it, such as assets/generated.`);
+  }
+  // lstat, so that even a dangling link counts as taken and is never written through.
+  const taken = (name: string) => reservedNames.has(path.join(folder, name)) || lstatSync(path.join(folder, name), { throwIfNoEntry: false }) !== undefined;
+  const base = uniqueBaseName(promptSlug(request.prompt), request.batch, taken);
   const files = outputFilesFor(base, request.batch);
-  const reserved = [...files.images, files.parameters].map((name) => path.join(folder, name));
+  const reserved = files.all.map((name) => path.join(folder, name));
   for (const name of reserved) reservedNames.add(name);
   try {
     return await runReserved(services, request, folder, plan, files);
@@ -250,9 +256,10 @@ async function runReserved(
   request: ImageRequest,
   folder: string,
   plan: Plan | undefined,
-  files: { images: string[]; parameters: string },
+  files: { output: string; parameters: string },
 ): Promise<SavedRun> {
-  const outputPath = path.join(folder, files.images[0]);
+  // The sidecar numbers a batch from this path's stem (see outputFilesFor).
+  const outputPath = path.join(folder, files.output);
   const spec = toImageJobSpec(request, outputPath);
   const priority = readExtensionSettings().imagePriority;
 
@@ -361,7 +368,7 @@ export async function generateImageCommand(services: Services, given?: unknown):
   try {
     const { go, plan } = await confirmPlan(services, request, args.confirm !== false);
     if (!go) return undefined;
-    const saved = await runAndSave(services, request, where.folder, plan);
+    const saved = await runAndSave(services, request, workspace.uri.fsPath, where.folder, plan);
     if (!saved || saved.images.length === 0) return saved;
     await vscode.commands.executeCommand('vscode.open', vscode.Uri.file(saved.images[0]), { preview: false });
     if (saved.images.length > 1) {

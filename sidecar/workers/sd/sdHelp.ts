@@ -120,15 +120,37 @@ function binaryKind(text: string, flags: Set<string>, binaryPath: string): SdBin
   return /^CLI Options:/m.test(text) ? 'sd-cli' : 'sd';
 }
 
-/** Official release archives name the backend (`...-bin-win-cuda12-x64`, `...-vulkan`); the usage text never does. */
+/**
+ * Official release archives name the backend (`...-bin-win-cuda12-x64`, `...-vulkan`), and Find Engines installs
+ * into `engines/sd-<tag>-<backend>/`; the usage text never names it. Only the names those create are read: the
+ * binary, its folder, and the folders up to the nearest `sd-...` release folder (an archive may nest the binary
+ * a few levels down). Whole words only, so a user folder such as `/home/philip/bin` says nothing.
+ */
 export function backendFromPath(binaryPath: string): SdCapabilities['backend'] {
-  const p = binaryPath.toLowerCase();
-  if (/cuda|cublas/.test(p)) return 'cuda';
-  if (/vulkan/.test(p)) return 'vulkan';
-  if (/rocm|hip/.test(p)) return 'rocm';
-  if (/metal|macos|darwin/.test(p)) return 'metal';
-  if (/avx|noavx|[-_]cpu/.test(p)) return 'cpu';
+  const words = releasePathParts(binaryPath)
+    .flatMap((part) => part.toLowerCase().split(/[-_.\s]+/))
+    .filter(Boolean);
+  const has = (pattern: RegExp) => words.some((word) => pattern.test(word));
+  if (has(/^(cuda\d*|cu\d+|cublas)$/)) return 'cuda';
+  if (has(/^vulkan$/)) return 'vulkan';
+  if (has(/^(rocm\d*|hip|hipblas)$/)) return 'rocm';
+  if (has(/^(metal|macos|darwin)$/)) return 'metal';
+  if (has(/^(avx\d*|noavx|cpu)$/)) return 'cpu';
   return 'unknown';
+}
+
+/** How many folders above the binary may still belong to an unpacked release. */
+const RELEASE_DEPTH = 4;
+
+/** The binary's name, its folder, and the folders above it up to the nearest `sd-...` one (within RELEASE_DEPTH). */
+function releasePathParts(binaryPath: string): string[] {
+  // Both separators: the path may be a Windows one whatever platform reads it.
+  const parts = binaryPath.split(/[\\/]+/).filter(Boolean);
+  const name = parts.pop();
+  if (name === undefined) return [];
+  const folders = parts.slice(-RELEASE_DEPTH).reverse();
+  const release = folders.findIndex((folder) => folder.toLowerCase().startsWith('sd-'));
+  return [name, ...(release >= 0 ? folders.slice(0, release + 1) : folders.slice(0, 1))];
 }
 
 export interface ProbeOptions {

@@ -15,6 +15,7 @@ import { KiB } from '../../core/types';
 import { checkImageFile } from './imageCheck';
 import { isVideoJob } from './sdArgs';
 import { peakBuffers, type SdLogEvent, type SdStage } from './sdLogParser';
+import { numberedOutputStem } from '../../core/outputNames';
 
 export type Failure = Extract<ImageRunResult, { ok: false }>;
 
@@ -192,9 +193,8 @@ export function finalNames(outputPath: string, produced: readonly string[], vide
   const dir = dirname(outputPath);
   const stem = basename(outputPath, outExt);
   return produced.map((file, i) => {
-    const number = video ? String(i + 1).padStart(3, '0') : String(i + 1);
     const ext = extname(file).toLowerCase() === '.png' ? outExt || '.png' : extname(file);
-    return join(dir, `${stem}_${number}${ext}`);
+    return join(dir, `${numberedOutputStem(stem, i, produced.length, video)}${ext}`);
   });
 }
 

@@ -128,7 +128,7 @@ describe('output folders that try to leave the workspace (the extension picks th
 
   it(
     'refuses a folder inside the workspace that is a symlink pointing out of it',
-    { skip: !posix && 'symlinks need privileges on Windows', todo: 'src/outputPath.ts compares paths without resolving symlinks (see the report)' },
+    { skip: !posix && 'symlinks need privileges on Windows' },
     () => {
       const workspace = join(root, 'ws-link');
       const outside = join(root, 'outside');
@@ -137,7 +137,21 @@ describe('output folders that try to leave the workspace (the extension picks th
       symlinkSync(outside, join(workspace, 'generated'));
       const result = resolveOutputFolder(workspace, 'generated');
       assert.ok('error' in result, 'a symlink out of the workspace was accepted');
+      assert.match(result.error, /"generated" \(it links to .*outside\) is outside the workspace.*Set vramRelay\.output\.imageFolder/);
+      // A folder below the link that does not exist yet is outside too, and so is a file in it.
+      assert.ok('error' in resolveOutputFolder(workspace, 'generated/new/deeper'));
       assert.equal(isInside(workspace, join(workspace, 'generated', 'a.png')), false);
     },
   );
+
+  it('accepts a symlink that stays inside the workspace, and a workspace reached through a symlink', { skip: !posix && 'symlinks need privileges on Windows' }, () => {
+    const workspace = join(root, 'ws-inner');
+    mkdirSync(join(workspace, 'real-out'), { recursive: true });
+    symlinkSync(join(workspace, 'real-out'), join(workspace, 'out-link'));
+    assert.deepEqual(resolveOutputFolder(workspace, 'out-link'), { folder: join(workspace, 'out-link') });
+    const viaLink = join(root, 'ws-inner-link');
+    symlinkSync(workspace, viaLink);
+    assert.deepEqual(resolveOutputFolder(viaLink, 'assets/generated'), { folder: join(viaLink, 'assets', 'generated') });
+    assert.equal(isInside(viaLink, join(workspace, 'real-out', 'a.png')), true);
+  });
 });

@@ -26,6 +26,21 @@ export function fakeTools(tools: ('nvidia-smi' | 'rocm-smi')[], mode: string, mo
   }
   // Only the fake tools and the basics: a real nvidia-smi on the test machine must not answer instead.
   const env = { PATH: [bin, '/usr/bin', '/bin'].join(delimiter), FAKE_SMI_STATE: state };
-  // A fake tool that was just killed may still be writing its state file while the folder is removed: retry.
-  return { env, state, cleanup: () => rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }) };
+  return { env, state, cleanup: () => removeWithRetries(root) };
+}
+
+/**
+ * A fake tool that was just killed may still be starting up and write its run counter while the folder is being
+ * removed. Node's own retries only retry the final rmdir, not the listing, so retry the whole removal.
+ */
+function removeWithRetries(root: string): void {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      rmSync(root, { recursive: true, force: true });
+      return;
+    } catch (error) {
+      if (attempt >= 50 || (error as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
+  }
 }

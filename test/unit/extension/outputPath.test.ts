@@ -3,8 +3,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'n
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { finalNames } from '../../../sidecar/workers/sd/sdRunSupport';
 import { writeFileExclusive } from '../../../src/exclusiveWrite';
-import { isInside, outputFilesFor, promptSlug, resolveOutputFolder, uniqueBaseName } from '../../../src/outputPath';
+import { isInside, outputFilesFor, promptSlug, realPathOf, resolveOutputFolder, uniqueBaseName } from '../../../src/outputPath';
 
 const root = path.resolve('/work/space');
 
@@ -25,6 +26,18 @@ describe('output folder', () => {
   it('knows a sibling with the same prefix is outside', () => {
     assert.equal(isInside('/work/space', '/work/space-2/a.png'), false);
     assert.equal(isInside('/work/space', '/work/space/a/b.png'), true);
+    assert.equal(isInside('/work/space', '/work/space/..hidden/b.png'), true);
+  });
+
+  it('resolves links in the part that exists and keeps the part that does not', () => {
+    const links: Record<string, string> = { [path.resolve('/ws/out')]: path.resolve('/elsewhere') };
+    const realpath = (p: string) => {
+      if (links[p]) return links[p];
+      if (p === path.resolve('/ws') || p === path.parse(p).root) return p;
+      throw Object.assign(new Error('missing'), { code: 'ENOENT' });
+    };
+    assert.equal(realPathOf('/ws/out/new/a.png', realpath), path.resolve('/elsewhere/new/a.png'));
+    assert.equal(realPathOf('/ws/other/../b', realpath), path.resolve('/ws/b'));
   });
 });
 
@@ -36,13 +49,30 @@ describe('file names', () => {
     assert.equal(promptSlug('Café crème'), 'cafe-creme');
   });
 
-  it('names batch images the way sd.cpp does', () => {
-    assert.deepEqual(outputFilesFor('fox', 3), { images: ['fox.png', 'fox_1.png', 'fox_2.png'], parameters: 'fox.json' });
+  it('names batch images the way the sidecar does', () => {
+    assert.deepEqual(outputFilesFor('fox', 1), { output: 'fox.png', images: ['fox.png'], parameters: 'fox.json', all: ['fox.png', 'fox.json'] });
+    const batch = outputFilesFor('fox', 3);
+    assert.deepEqual(batch.images, ['fox_1.png', 'fox_2.png', 'fox_3.png']);
+    assert.equal(batch.output, 'fox.png');
+    assert.deepEqual(batch.all, ['fox.png', 'fox_1.png', 'fox_2.png', 'fox_3.png', 'fox.json']);
+  });
+
+  it('reserves exactly the names the sidecar moves finished images to', () => {
+    const folder = path.resolve('/work/space/assets');
+    for (const batch of [1, 2, 4]) {
+      const { output, images, all } = outputFilesFor('fox', batch);
+      // What sd.cpp wrote under its temporary stem, whatever its own numbering.
+      const produced = Array.from({ length: batch }, (_, i) => path.join(folder, `.fox-tmp_${i}.png`));
+      assert.deepEqual(finalNames(path.join(folder, output), produced, false), images.map((name) => path.join(folder, name)), `batch ${batch}`);
+      // A batch that came out as one image lands on the job's own path, which is reserved too.
+      const one = finalNames(path.join(folder, output), produced.slice(0, 1), false);
+      assert.ok(all.includes(path.basename(one[0])), `batch ${batch}: ${one[0]}`);
+    }
   });
 
   it('never reuses a name any file of the run would overwrite', () => {
     const taken = new Set(['fox.png', 'fox-2.json', 'fox-3_1.png']);
-    // fox.png and fox-2.json exist, so a single image goes to fox-3; a batch of two would also need fox-3_1.png.
+    // fox.png and fox-2.json exist, so a single image goes to fox-3; a batch of two would need fox-3_1.png too.
     assert.equal(uniqueBaseName('fox', 1, (n) => taken.has(n)), 'fox-3');
     assert.equal(uniqueBaseName('fox', 2, (n) => taken.has(n)), 'fox-4');
     assert.equal(uniqueBaseName('cat', 1, () => false), 'cat');

@@ -89,4 +89,20 @@ describe('backendFromPath', () => {
     assert.equal(backendFromPath('/x/sd-master-abc-bin-win-avx2-x64/sd-cli.exe'), 'cpu');
     assert.equal(backendFromPath('/usr/local/bin/sd-cli'), 'unknown');
   });
+
+  it('reads the ROCm release folders, as the archive names them and as Find Engines installs them', () => {
+    assert.equal(backendFromPath('/home/ana/sd-master-889-c678dfe-bin-Linux-Ubuntu-24.04-x86_64-rocm-7.14.0/sd-cli'), 'rocm');
+    assert.equal(backendFromPath('C:\\Users\\ana\\sd-master-889-c678dfe-bin-win-rocm-7.14.0-x64\\sd-cli.exe'), 'rocm');
+    assert.equal(backendFromPath('/home/philip/.config/Code/User/globalStorage/x.vram-relay/engines/sd-master-889-c678dfe-rocm/sd-cli'), 'rocm');
+    // An archive that nests the binary: the release folder above still counts.
+    assert.equal(backendFromPath('/opt/engines/sd-master-889-c678dfe-vulkan/build/bin/sd-cli'), 'vulkan');
+  });
+
+  it('ignores words that only look like a backend inside user folders', () => {
+    assert.equal(backendFromPath('/home/philip/bin/sd-cli'), 'unknown');
+    assert.equal(backendFromPath('C:\\Users\\Philip\\tools\\sd-cli.exe'), 'unknown');
+    assert.equal(backendFromPath('/home/chip/cuda-experiments/vulkan-notes/bin/sd-cli'), 'unknown');
+    assert.equal(backendFromPath('/srv/metal/tools/sd'), 'unknown');
+    assert.equal(backendFromPath('/home/philip/sd-cli'), 'unknown');
+  });
 });
