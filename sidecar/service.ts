@@ -20,6 +20,7 @@ import type { JobDoneParams, SidecarSettings, SidecarSnapshot } from './protocol
 import { ModelCosts } from './service/costs';
 import { createEngine, type Engine } from './service/engine';
 import { composeSnapshot } from './service/snapshot';
+import { useEngineRegistry } from './workers/processTree';
 
 export interface SidecarServiceOptions {
   /** Where the service writes its log lines; the entry point decides the sink and the level filter. */
@@ -104,6 +105,11 @@ export function createSidecarService(options: SidecarServiceOptions): SidecarApi
       if (disposed) throw new Error('The sidecar is stopping.');
       settings = params;
       costs.useStorage(params.storageDir);
+      if (params.storageDir) {
+        for (const orphan of useEngineRegistry(params.storageDir)) {
+          log('warn', `Stopped engine process ${orphan.pid}, left running by sidecar ${orphan.ownerPid} that ended without stopping it.`);
+        }
+      }
       const key = engineKeyOf(params);
       if (key !== engineKey || !engine) {
         engineKey = key;

@@ -4,21 +4,38 @@
  */
 
 import { loadExeca } from '../loadExeca';
+import { EngineRegistry, reapOrphanedEngines, type ReapedEngine } from './engineRegistry';
 
 const live = new Set<number>();
 let exitHookInstalled = false;
+let registry: EngineRegistry | undefined;
+
+/**
+ * Keeps the list of running engines in `dir` from now on, and first stops the engines that sidecars which ended
+ * without stopping them (SIGKILL, a crash) left running. Returns those.
+ */
+export function useEngineRegistry(dir: string): ReapedEngine[] {
+  const reaped = reapOrphanedEngines(dir, (pid) => signalTree(pid, 'SIGKILL'));
+  if (registry) return reaped;
+  registry = new EngineRegistry(dir);
+  for (const pid of live) registry.add(pid);
+  return reaped;
+}
 
 /** Remembers a spawned group so that it is killed if the sidecar itself exits first. */
 export function trackProcessGroup(pid: number): () => void {
   live.add(pid);
+  registry?.add(pid);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     process.once('exit', () => {
       for (const p of live) signalTree(p, 'SIGKILL');
+      registry?.close();
     });
   }
   return () => {
     live.delete(pid);
+    registry?.remove(pid);
   };
 }
 

@@ -15,7 +15,7 @@ import { GiB } from '../../sidecar/core/types';
 import { promptSlug } from '../../src/outputPath';
 import { SimulatedDevice } from '../../sidecar/devices/simulatedDevice';
 import { writeLlamaGguf } from '../helpers/ggufWriter';
-import { SDCPP_STANDIN_BIN, readStandinArgsLog, sdcppStandinEnv } from '../standins/sdcppStandin';
+import { SDCPP_STANDIN_BIN, readStandinArgsLog, readStandinServerRequests, sdcppStandinEnv } from '../standins/sdcppStandin';
 import { SD1_UNET, clipTextTensors, klVaeTensors, unetTensors, writeSafetensors } from '../unit/models/imageCheckpoints';
 import { extensionId, SECOND, UI_TIMEOUT, VsCodeSession, waitForText } from './harness';
 
@@ -91,7 +91,12 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
       assert.equal(png.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', `${image} is not a PNG`);
       const runs = await readStandinArgsLog(argsLog);
       assert.ok(runs.length > 0, 'the sd.cpp stand-in never ran');
-      assert.ok(runs.some((run) => run.argv.includes(PROMPT)), `no run carried the prompt: ${JSON.stringify(runs)}`);
+      // sd-cli takes the prompt on its command line; a resident sd-server takes it in the HTTP request.
+      const requests = await readStandinServerRequests(argsLog);
+      assert.ok(
+        runs.some((run) => run.argv.includes(PROMPT)) || requests.some((r) => r.request.prompt === PROMPT),
+        `neither a run nor a server request carried the prompt: ${JSON.stringify({ runs, requests })}`,
+      );
       const sidecars = await vscode.waitForFiles('assets/generated', /\.json$/i);
       const parameters = fs.readFileSync(path.join(vscode.workspace, sidecars[0]), 'utf8');
       assert.ok(parameters.includes('lighthouse'), `the parameters file does not carry the prompt:\n${parameters}`);
@@ -197,7 +202,9 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
         timeout: 60 * SECOND,
       });
       const bannerShown = banner.filter({ hasText: /is restarting/ }).waitFor({ state: 'visible', timeout: 60 * SECOND });
-      const runsBeforeKill = (await readStandinArgsLog(argsLog)).length;
+      const runsBefore = await readStandinArgsLog(argsLog);
+      const runsBeforeKill = runsBefore.length;
+      const enginesBeforeKill = runsBefore.map((run) => run.pid).filter(isRunning);
       process.kill(sidecars[0], 'SIGKILL');
       await sawRestarting;
       await vscode.screenshotStatusBar('status-bar-restarting');
@@ -227,6 +234,8 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
         runsAfterKill.some((run) => run.argv.includes(CRASH_PROMPT) || run.argv.includes('--listen-port')),
         `the new sidecar never started the engine: ${JSON.stringify(runsAfterKill)}`,
       );
+      // What the killed sidecar left running (a resident sd-server holds its model in VRAM) was stopped.
+      assert.deepEqual(enginesBeforeKill.filter(isRunning), [], 'engines of the killed sidecar still run');
       const log = await waitForLog(vscode, /Resubmitted job job-\d+ as job-\d+ after the restart/);
       assert.match(log, /stopped unexpectedly \(killed by SIGKILL\)/);
       // The same request: the parameters beside the image carry the seed that was asked for.
@@ -236,6 +245,20 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     });
   });
 });
+
+/** Whether a process is running (a zombie waiting for its parent counts as ended). */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\S+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
 
 /**
  * Saves the active editor until its content on disk satisfies `accept` and has stopped changing; gives up at once

@@ -764,6 +764,11 @@ async function serverMain(): Promise<number> {
           request,
           cancelRequested: false,
         };
+        if (env.SDCPP_STANDIN_ARGS_LOG) {
+          // The server takes its prompt over HTTP, not argv: record it so tests can see what was asked of it.
+          const record = { pid: process.pid, release, request: { kind, prompt: body.prompt, ...request } };
+          appendFileSync(env.SDCPP_STANDIN_ARGS_LOG, `${JSON.stringify(record)}\n`);
+        }
         jobs.set(job.id, job);
         queue.push(job);
         send(res, 202, { id: job.id, kind, status: job.status, created: job.created, poll_url: `/sdcpp/v1/jobs/${job.id}` });

@@ -69,13 +69,29 @@ export interface StandinInvocation {
   argv: string[];
 }
 
-/** The runs recorded in an `argsLog` file, oldest first (empty when none ran). */
-export async function readStandinArgsLog(file: string): Promise<StandinInvocation[]> {
+/** A generation request that a resident stand-in sd-server received over HTTP. */
+export interface StandinServerRequest {
+  pid: number;
+  release: 'new' | 'old';
+  request: { kind: string; prompt: string; width: number; height: number; steps: number; seed: number; batch: number };
+}
+
+async function argsLogRecords(file: string): Promise<Record<string, unknown>[]> {
   const text = await readFile(file, 'utf8').catch(() => '');
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as StandinInvocation);
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** The runs (process starts) recorded in an `argsLog` file, oldest first (empty when none ran). */
+export async function readStandinArgsLog(file: string): Promise<StandinInvocation[]> {
+  return (await argsLogRecords(file)).filter((r) => Array.isArray(r.argv)) as unknown as StandinInvocation[];
+}
+
+/** The requests resident stand-in servers received, oldest first. */
+export async function readStandinServerRequests(file: string): Promise<StandinServerRequest[]> {
+  return (await argsLogRecords(file)).filter((r) => r.request !== undefined) as unknown as StandinServerRequest[];
 }
 
 /** A model file of exactly `bytes` bytes (sparse: a few KB on disk). The stand-in reads only its size. */
