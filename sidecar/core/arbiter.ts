@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events';
 
 import type { JobDoneParams, JobProgressParams } from '../protocol';
 import { DecisionLog, type DecisionQuery, type NewDecision } from './decisionLog';
+import { DEFAULT_READING_ATTEMPTS, DEFAULT_READING_TIMEOUT_MS, DeviceReadingError, takeReading } from './deviceReading';
 import { effectiveFree, otherProgramsUse } from './effectiveFree';
 import { formatBytes, formatDuration } from './format';
 import { JobQueue, PRIORITY_RANK } from './jobQueue';
@@ -88,8 +89,12 @@ export interface ArbiterOptions {
   clock: Clock;
   /** How long to wait for yielded memory to show as free before replanning (default 5000). */
   memoryWaitTimeoutMs?: Millis;
-  /** How often the device is polled while waiting (default 250). */
+  /** How often the device is polled while waiting (default 250); also the pause before a failed reading is retried. */
   memoryPollMs?: Millis;
+  /** Longest wait for one device reading (default 10000): a wedged driver must not stall the queue. */
+  readingTimeoutMs?: Millis;
+  /** Readings tried before a decision gives up (default 3). */
+  readingAttempts?: number;
   /** Seconds of inactivity after which the LLM drops its context (0 = never, the default). */
   idleWarmSeconds?: number;
   /** Seconds of inactivity after which the LLM drops its weights (0 = never, the default). */
@@ -515,7 +520,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         if (rec.outcome) return;
         if (!r.ok) {
           const what = spec.kind === 'image' ? 'the image model' : 'the LLM';
-          return this.finish(rec, 'failed', `Could not read the figures of ${what}: ${r.error.message}`, { decision: 'reject' });
+          const message = r.error instanceof DeviceReadingError ? r.error.message : `Could not read the figures of ${what}: ${r.error.message}`;
+          return this.finish(rec, 'failed', message, { decision: 'reject' });
         }
         const [imageCosts, llmCosts, snapshot] = r.value;
         this.llmCosts = llmCosts;
@@ -589,7 +595,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
       async () => Promise.all([costs ?? this.options.costs.image(run.spec), this.options.costs.llm(), this.sample()]),
       (r) => {
         if (this.imageRun !== run) return;
-        if (!r.ok) return this.endImage(run, 'failed', `Could not estimate the job: ${r.error.message}`);
+        if (!r.ok) return this.endImage(run, 'failed', readingFailure(r.error, 'Could not estimate the job'));
         const [imageCosts, llmCosts, snapshot] = r.value;
         run.rec.imageCosts = imageCosts;
         this.llmCosts = llmCosts;
@@ -660,7 +666,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
       () => this.pollMemory(run.need, (s) => this.roomForImage(s), run.abort.signal),
       (r) => {
         if (this.imageRun !== run) return;
-        if (!r.ok) return this.endImage(run, 'failed', `Could not read the device: ${r.error.message}`);
+        if (!r.ok) return this.endImage(run, 'failed', readingFailure(r.error, 'Could not read the device'));
         const wait = r.value;
         this.lastSnapshot = wait.snapshot;
         if (!wait.ok) {
@@ -803,10 +809,11 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
       async () => Promise.all([this.options.costs.llm(), this.sample()]),
       (r) => {
         if (this.llmRun !== run) return;
-        if (!r.ok) return this.endLlm(run, 'failed', `Could not plan the request: ${r.error.message}`);
+        if (!r.ok) return this.endLlm(run, 'failed', readingFailure(r.error, 'Could not plan the request'));
         const [llmCosts, snapshot] = r.value;
         this.llmCosts = llmCosts;
         this.lastSnapshot = snapshot;
+        this.syncLlmState();
         this.planLlm(run, snapshot);
       },
     );
@@ -945,9 +952,24 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     );
   }
 
+  /**
+   * Takes the worker's own state when it differs from our record while nothing is moving it: a worker that
+   * crashed while idle too often is left stopped by its owner, and a request must then bring it back rather than
+   * be sent to a process that is gone.
+   */
+  private syncLlmState(): void {
+    if (!this.options.llm || this.llmMove || this.llmRun?.phase === 'running') return;
+    const actual = this.options.llm.state();
+    if (actual === this.llmState) return;
+    this.record({ kind: 'worker', reason: `LLM worker is ${actual}, not ${this.llmState} as last known (it stopped on its own); planning from ${actual}` });
+    this.llmState = actual;
+    this.changed();
+  }
+
   /** After jobs end: bring the LLM back to the state it is wanted in, once the memory for it is really free. */
   private maybeRestore(): void {
     if (!this.options.llm || !this.llmCosts || this.llmManaging || this.llmMove || this.llmRun || this.imageRun) return;
+    this.syncLlmState();
     if (llmLevel(this.llmState) <= llmLevel(this.llmWanted)) return;
     // An image job waiting its turn would only make the LLM yield again.
     if (this.queue.some((r) => r.info.spec.kind === 'image')) return;
@@ -1247,12 +1269,22 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   // -------------------------------------------------------------------------------------------------------------
   // Memory figures
 
-  private async sample(): Promise<DeviceSnapshot> {
+  /** One plausible reading, within a time limit, retried a few times (see deviceReading.ts). */
+  private sample(): Promise<DeviceSnapshot> {
+    return takeReading(() => this.readOnce(), {
+      timeoutMs: this.options.readingTimeoutMs ?? DEFAULT_READING_TIMEOUT_MS,
+      attempts: this.options.readingAttempts ?? DEFAULT_READING_ATTEMPTS,
+      retryDelayMs: this.memoryPollMs,
+      sleep: (ms) => this.clock.sleep(ms, this.lifetime.signal),
+    });
+  }
+
+  private async readOnce(): Promise<DeviceSnapshot> {
     const source = this.options.device;
     if (typeof source === 'function') return await source();
     const all = await source.sample();
     const snapshot = (this.options.deviceId ? all.find((s) => s.id === this.options.deviceId) : undefined) ?? all[0];
-    if (!snapshot) throw new Error('The device probe reported no device.');
+    if (!snapshot) throw new Error('the device probe reported no device');
     return snapshot;
   }
 
@@ -1465,6 +1497,11 @@ const RUNG_TEXT: Record<RecoveryRung, string> = {
 };
 
 /** A plan that does not fit, as one message: the reason, then what would. */
+/** A device reading's failure in its own words; any other failure prefixed with what could not be done. */
+function readingFailure(error: Error, what: string): string {
+  return error instanceof DeviceReadingError ? error.message : `${what}: ${error.message}`;
+}
+
 function planMessage(plan: Plan): string {
   return plan.suggestions.length > 0 ? `${plan.reason}. Try ${plan.suggestions.join('; or ')}.` : plan.reason;
 }

@@ -4,11 +4,10 @@
  * nvidia-smi whose behaviour the test switches) or the simulated device, and the real sd-cli runner with the sd.cpp
  * stand-in.
  *
- * What the arbiter does today (tested below): a reading that fails (a hung tool past the probe's time limit, no GPU,
- * unreadable output) ends the job that needed it with the probe's own words, and the queue goes on; a lying driver
- * is caught by the out-of-memory it causes and the job reruns on the recovery ladder. What it does not do yet is
- * marked `todo`: its own time limit on a reading, refusing readings that make no sense, and wording that blames the
- * device rather than the model.
+ * What is tested below: a reading is retried a few times, each within the arbiter's own time limit; one that still
+ * fails (a hung tool, no GPU, unreadable output, figures that make no sense) ends the job that needed it with words
+ * that blame the device and say what to check, and the queue goes on; a lying driver is caught by the
+ * out-of-memory it causes and the job reruns on the recovery ladder.
  */
 
 import assert from 'node:assert/strict';
@@ -125,7 +124,7 @@ describe('device probe faults under the arbiter', { timeout: 240_000 }, () => {
     // The plan is made on a good reading; the reading that should grant the memory never comes.
     const done = await run(spec, (d) => d.kind === 'plan' && smi.set('hang'));
     assert.equal(done.job.status, 'failed');
-    assert.match(done.job.message ?? '', /Could not read the device: nvidia-smi did not answer within/);
+    assert.match(done.job.message ?? '', /Could not read the GPU memory \(3 tries\): nvidia-smi did not answer within/);
     assert.equal(rig.standinRuns().length, runsBefore, 'sd.cpp never started');
     await assertNoProcessLeft();
     await assertQueueMovesOn('after-hang-lease');
@@ -184,16 +183,17 @@ describe('device probe faults under the arbiter', { timeout: 240_000 }, () => {
   }
 
   // -------------------------------------------------------------------------------------------------------------
-  // Not done by the arbiter yet: these fail today and are kept as the specification of the fix.
+  // The arbiter's own guard on readings: a time limit, retries, and figures that must make sense.
 
   /** A probe that answers from the simulated device except where `fault` says otherwise. */
-  function probeWith(fault: (call: number) => 'hang' | 'nonsense' | undefined): DeviceProbe {
+  function probeWith(fault: (call: number) => 'hang' | 'nonsense' | 'fail' | undefined): DeviceProbe {
     let calls = 0;
     return {
       kind: 'simulated',
       sample: () => {
         const what = fault(++calls);
         if (what === 'hang') return new Promise<DeviceSnapshot[]>(() => undefined);
+        if (what === 'fail') return Promise.reject(new Error('nvidia-smi failed (exit code 15): GPU is lost'));
         const snapshot = rig.device.snapshot();
         return Promise.resolve([what === 'nonsense' ? { ...snapshot, free: Number.NaN, used: Number.NaN } : snapshot]);
       },
@@ -204,9 +204,8 @@ describe('device probe faults under the arbiter', { timeout: 240_000 }, () => {
 
   test(
     'a reading that never comes does not stall the queue',
-    { todo: 'the arbiter awaits DeviceProbe.sample() with no time limit of its own: one call that never settles leaves the job queued and every image job behind it waiting forever' },
     async () => {
-      rig.startArbiter({ extra: { device: probeWith((call) => (call === 1 ? 'hang' : undefined)) } });
+      rig.startArbiter({ extra: { device: probeWith((call) => (call === 1 ? 'hang' : undefined)), readingTimeoutMs: 500, readingAttempts: 1 } });
       rig.image.current = rig.runner({ stepMs: 5 });
       const first = rig.arbiter.submit(rig.imageSpec('never-read'));
       const second = rig.arbiter.submit(rig.imageSpec('behind-it'));
@@ -214,7 +213,8 @@ describe('device probe faults under the arbiter', { timeout: 240_000 }, () => {
         const done = await withTimeout(rig.arbiter.waitFor(second.id), 4000, 'the job behind the stuck reading');
         assert.equal(done.job.status, 'done');
         const stuck = await withTimeout(rig.arbiter.waitFor(first.id), 4000, 'the job whose reading never came');
-        assert.match(stuck.job.message ?? '', /device/);
+        assert.equal(stuck.job.status, 'failed');
+        assert.match(stuck.job.message ?? '', /Could not read the GPU memory: no reading within 500 ms/);
       } finally {
         rig.arbiter.dispose();
       }
@@ -223,27 +223,33 @@ describe('device probe faults under the arbiter', { timeout: 240_000 }, () => {
 
   test(
     'a failed reading is reported as a device problem, not as the image model\'s',
-    { todo: 'admission words any failure of its Promise.all (costs and device reading) as "Could not read the figures of the image model"' },
     async () => {
       withNvidiaProbe();
       smi.set('gone');
       const done = await run(rig.imageSpec('wording'));
       smi.set('ok');
       assert.doesNotMatch(done.job.message ?? '', /figures of the image model/);
-      assert.match(done.job.message ?? '', /device|GPU/);
+      assert.match(done.job.message ?? '', /^Could not read the GPU memory \(3 tries\): .*nvidia-smi/);
+      assert.match(done.job.message ?? '', /run nvidia-smi or rocm-smi in a terminal/);
     },
   );
 
   test(
     'a reading with figures that make no sense is refused, not planned with',
-    { todo: 'the arbiter takes NaN or negative figures as they come: the plan then reads "free NaN B" and tells the user to try a smaller model' },
     async () => {
       rig.startArbiter({ extra: { device: probeWith(() => 'nonsense'), memoryWaitTimeoutMs: 300 } });
       rig.image.current = rig.runner({ stepMs: 5 });
       const done = await run(rig.imageSpec('nonsense'));
       assert.equal(done.job.status, 'failed');
-      assert.doesNotMatch(done.job.message ?? '', /NaN|smaller/);
-      assert.match(done.job.message ?? '', /device/);
+      assert.doesNotMatch(done.job.message ?? '', /NaN B|smaller/);
+      assert.match(done.job.message ?? '', /Could not read the GPU memory \(3 tries\): the figures make no sense \(it gave used = NaN, free = NaN\)/);
     },
   );
+
+  test('one failed or hung reading is retried, and the job goes on', async () => {
+    rig.startArbiter({ extra: { device: probeWith((call) => (call === 1 ? 'fail' : call === 2 ? 'hang' : undefined)), readingTimeoutMs: 300 } });
+    rig.image.current = rig.runner({ stepMs: 5 });
+    const done = await run(rig.imageSpec('retried'));
+    assert.equal(done.job.status, 'done', done.job.message);
+  });
 });

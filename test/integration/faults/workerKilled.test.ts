@@ -229,12 +229,6 @@ describe('workers killed at every stage (seeded)', { timeout: 900_000 }, () => {
 
   test(
     'an LLM request after the worker gave up restarting brings it back instead of failing',
-    {
-      todo:
-        'EmbeddedLlm restarts a worker that dies while idle at most 3 times a minute, then leaves it stopped; the arbiter is ' +
-        'not told (its snapshot still says hot) and runs the next request on it, which fails with "The LLM is stopped: it ' +
-        "must be hot to serve a request (setState('hot') first)\"",
-    },
     async () => {
       for (let kill = 1; kill <= 4; kill++) {
         const pid = llm.workerPid();
