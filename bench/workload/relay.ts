@@ -9,11 +9,11 @@
  * stays in memory.
  */
 
-import { Arbiter, type MeasuredEvent } from '../../sidecar/core/arbiter';
-import { CalibrationStore, recordsFromImageRun, recordsFromLlmRun, type CalibrationRecord } from '../../sidecar/core/calibration';
-import { KV_BYTES_PER_ELEMENT, LLAMA_DEFAULT_UBATCH } from '../../sidecar/core/estimators/figures';
+import { Arbiter } from '../../sidecar/core/arbiter';
+import { CalibrationStore } from '../../sidecar/core/calibration';
 import { estimateImageJob } from '../../sidecar/core/estimators/imageEstimator';
-import { estimateLlm, gpuBlocks, layersThatFit } from '../../sidecar/core/estimators/llmEstimator';
+import { estimateLlm, layersThatFit } from '../../sidecar/core/estimators/llmEstimator';
+import { LLM_KV_TYPE, recordsFromMeasured } from '../../sidecar/core/estimators/measuredRecords';
 import { FULL_SD_CAPABILITIES, type DecisionEvent, type ImageJobSpec, type LlmCosts } from '../../sidecar/core/types';
 import { LLM_CONTEXT, LLM_META, modelInfo, RELAY_MARGIN } from './catalog';
 import { llmSpec } from './policies/common';
@@ -23,7 +23,6 @@ import type { SdBuild } from './truth';
 import { LLM_PID, SD_PID } from './world';
 import { TrueLlm, TrueSdCli } from './workers';
 
-const KV_TYPE = 'f16';
 const IDLE_WARM_SECONDS = 300;
 const IDLE_COLD_SECONDS = 1800;
 
@@ -49,8 +48,8 @@ export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', optio
   let lastLlmCosts: LlmCosts | null = null;
   const llmCosts = (): LlmCosts => {
     const options = { backend, calibration };
-    const gpuLayers = layersThatFit(LLM_META, Math.max(0, trace.budget - RELAY_MARGIN), LLM_CONTEXT, KV_TYPE, options);
-    const costs = estimateLlm(LLM_META, { gpuLayers, contextSize: LLM_CONTEXT, kvType: KV_TYPE, backend }, calibration);
+    const gpuLayers = layersThatFit(LLM_META, Math.max(0, trace.budget - RELAY_MARGIN), LLM_CONTEXT, LLM_KV_TYPE, options);
+    const costs = estimateLlm(LLM_META, { gpuLayers, contextSize: LLM_CONTEXT, kvType: LLM_KV_TYPE, backend }, calibration);
     if (lastLlmCosts && costs.gpuLayers !== lastLlmCosts.gpuLayers) llm.configure(costs.gpuLayers);
     lastLlmCosts = costs;
     return costs;
@@ -82,7 +81,17 @@ export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', optio
   });
 
   // As ModelCosts.record: what the workers logged becomes calibration.
-  arbiter.on('measured', (event) => calibration.addAll(calibrationRecords(event, backend, lastLlmCosts, world.clock.now())));
+  arbiter.on('measured', (event) => {
+    const model = event.job.spec.kind === 'image' ? modelsByPath.get(event.job.spec.modelPath) : undefined;
+    calibration.addAll(
+      recordsFromMeasured(event, {
+        backend,
+        at: world.clock.now(),
+        imageModel: model ? modelInfo(model) : undefined,
+        llm: lastLlmCosts ? { costs: lastLlmCosts, meta: LLM_META } : undefined,
+      }),
+    );
+  });
   const decisionCounts: Record<string, number> = {};
   arbiter.on('decision', (d) => {
     decisionCounts[d.kind] = (decisionCounts[d.kind] ?? 0) + 1;
@@ -114,34 +123,4 @@ export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', optio
   const run = await session.finish('relay', { llmReloads: () => llm.weightLoads, retries: () => decisionCounts.retry ?? 0 });
   arbiter.dispose();
   return { ...run, decisionCounts };
-}
-
-function calibrationRecords(event: MeasuredEvent, backend: string, llmCosts: LlmCosts | null, at: number): CalibrationRecord[] {
-  const spec = event.job.spec;
-  if (spec.kind === 'image') {
-    const placement = event.plan?.placement;
-    if (!placement) return [];
-    return recordsFromImageRun(
-      { model: spec.modelPath, backend, width: spec.width, height: spec.height, frames: spec.frames, placement, source: 'sd.cpp log', at },
-      event.buffers,
-    );
-  }
-  if (!llmCosts) return [];
-  return recordsFromLlmRun(
-    {
-      model: llmCosts.modelPath,
-      backend,
-      gpuLayers: llmCosts.gpuLayers,
-      contextSize: llmCosts.contextSize,
-      kvType: KV_TYPE,
-      kvBytesPerElement: KV_BYTES_PER_ELEMENT[KV_TYPE],
-      gpuBlocks: gpuBlocks(LLM_META, llmCosts.gpuLayers),
-      ubatch: LLAMA_DEFAULT_UBATCH,
-      flashAttention: false,
-      estimate: llmCosts,
-      source: 'llama.cpp log',
-      at,
-    },
-    event.buffers,
-  );
 }

@@ -7,15 +7,14 @@
 import { join } from 'node:path';
 import type { Log } from '../api';
 import type { MeasuredEvent } from '../core/arbiter';
-import { CalibrationStore, loadCalibrationFile, recordsFromImageRun, recordsFromLlmRun, saveCalibrationFile } from '../core/calibration';
-import { KV_BYTES_PER_ELEMENT, LLAMA_DEFAULT_UBATCH } from '../core/estimators/figures';
+import { CalibrationStore, loadCalibrationFile, saveCalibrationFile } from '../core/calibration';
 import { estimateImageJob } from '../core/estimators/imageEstimator';
-import { estimateLlm, gpuBlocks, layersThatFit } from '../core/estimators/llmEstimator';
+import { estimateLlm, layersThatFit } from '../core/estimators/llmEstimator';
+import { LLM_KV_TYPE, recordsFromMeasured } from '../core/estimators/measuredRecords';
 import type { Bytes, ImageJobCosts, ImageJobSpec, LlmCosts, SdCapabilities } from '../core/types';
 import { readImageModelInfo, type ImageModelInfo } from '../models/imageModelInfo';
 import { readLlmModelMeta, type LlmModelMeta } from '../models/llmModelMeta';
 
-const KV_TYPE = 'f16';
 
 export interface LlmCostSettings {
   modelPath: string;
@@ -66,44 +65,21 @@ export class ModelCosts {
     await this.loaded;
     const meta = await this.llmModel(settings.modelPath);
     const options = { backend: settings.backend, calibration: this.calibration };
-    const gpuLayers = layersThatFit(meta, settings.deviceBudget, settings.contextSize, KV_TYPE, options);
-    return estimateLlm(meta, { gpuLayers, contextSize: settings.contextSize, kvType: KV_TYPE, backend: settings.backend }, this.calibration);
+    const gpuLayers = layersThatFit(meta, settings.deviceBudget, settings.contextSize, LLM_KV_TYPE, options);
+    return estimateLlm(meta, { gpuLayers, contextSize: settings.contextSize, kvType: LLM_KV_TYPE, backend: settings.backend }, this.calibration);
   }
 
   /** Turns an arbiter `measured` event into calibration records and saves them. */
-  async record(event: MeasuredEvent, backend: string, llmCosts: LlmCosts | null): Promise<void> {
+  async record(event: MeasuredEvent, backend: SdCapabilities['backend'], llmCosts: LlmCosts | null): Promise<void> {
     const spec = event.job.spec;
-    const at = Date.now();
-    let records;
-    if (spec.kind === 'image') {
-      const placement = event.plan?.placement;
-      if (!placement) return;
-      records = recordsFromImageRun(
-        { model: spec.modelPath, backend, width: spec.width, height: spec.height, frames: spec.frames, placement, source: 'sd.cpp log', at },
-        event.buffers,
-      );
-    } else {
-      if (!llmCosts) return;
-      const meta = await this.llmModel(llmCosts.modelPath).catch(() => undefined);
-      if (!meta) return;
-      records = recordsFromLlmRun(
-        {
-          model: llmCosts.modelPath,
-          backend,
-          gpuLayers: llmCosts.gpuLayers,
-          contextSize: llmCosts.contextSize,
-          kvType: KV_TYPE,
-          kvBytesPerElement: KV_BYTES_PER_ELEMENT[KV_TYPE],
-          gpuBlocks: gpuBlocks(meta, llmCosts.gpuLayers),
-          ubatch: LLAMA_DEFAULT_UBATCH,
-          flashAttention: false,
-          estimate: llmCosts,
-          source: 'llama.cpp log',
-          at,
-        },
-        event.buffers,
-      );
-    }
+    const imageModel = spec.kind === 'image' ? await this.imageModel(spec).catch(() => undefined) : undefined;
+    const llmMeta = spec.kind === 'llm' && llmCosts ? await this.llmModel(llmCosts.modelPath).catch(() => undefined) : undefined;
+    const records = recordsFromMeasured(event, {
+      backend,
+      at: Date.now(),
+      imageModel,
+      llm: llmCosts && llmMeta ? { costs: llmCosts, meta: llmMeta } : undefined,
+    });
     const added = this.calibration.addAll(records);
     if (added === 0 || !this.file) return;
     const file = this.file;

@@ -6,7 +6,7 @@
 import type { Log } from '../api';
 import { Arbiter } from '../core/arbiter';
 import { systemClock } from '../core/ports';
-import { MiB, type DeviceSnapshot, type LlmCosts } from '../core/types';
+import { MiB, type DeviceSnapshot, type LlmCosts, type SdCapabilities } from '../core/types';
 import { selectProbe, type ProbeSelection } from '../devices/selectProbe';
 import type { SidecarSettings } from '../protocol';
 import { ModelCosts } from './costs';
@@ -37,7 +37,7 @@ export async function createEngine(settings: SidecarSettings, costs: ModelCosts,
   const deviceId = first?.id ?? (selection.kind === 'cpu' ? 'cpu' : 'unknown');
   const marginBytes = settings.safetyMarginMiB * MiB;
   const workers = await createWorkers(settings, selection.kind, log);
-  const backend = (): string => {
+  const backend = (): SdCapabilities['backend'] => {
     const caps = workers.capabilities().backend;
     return selection.kind === 'cpu' ? 'cpu' : caps;
   };
