@@ -20,43 +20,26 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
 } from 'vscode-languageclient/node';
+import type { SidecarRequestMap, SidecarRequestMethod } from '../sidecar/api';
 import type { DecisionEvent } from '../sidecar/core/types';
 import {
-  CancelJob,
   Configure,
   DecisionNotification,
-  FreeGpuMemory,
-  GetDecisions,
   GetSnapshot,
   JobDoneNotification,
   JobProgressNotification,
-  PreviewPlan,
   PROTOCOL_VERSION,
-  SetLlmState,
   SnapshotNotification,
   SubmitJob,
   Version,
-  WaitJob,
-  type CancelJobParams,
-  type CancelJobResult,
-  type ConfigureParams,
   type ConfigureResult,
-  type FreeGpuMemoryResult,
-  type GetDecisionsParams,
-  type GetDecisionsResult,
   type JobDoneParams,
   type JobProgressParams,
-  type PreviewPlanParams,
-  type PreviewPlanResult,
-  type SetLlmStateParams,
-  type SetLlmStateResult,
   type SidecarSettings,
   type SidecarSnapshot,
   type SubmitJobParams,
   type SubmitJobResult,
   type VersionResult,
-  type WaitJobParams,
-  type WaitJobResult,
 } from '../sidecar/protocol';
 import { JobEventRouter, type JobWatcher } from './jobEvents';
 import { expectedOutputs, JobLedger, notRestartedMessage, recoverLostJobs, type LedgerEntry, type LostJobOutcome } from './jobLedger';
@@ -68,21 +51,9 @@ const RECOVERY_TIMEOUT_MS = 120_000;
 /** Said while the exit code of the process is not known yet. */
 const CONNECTION_CLOSED = 'its connection closed';
 
-/** Every request the extension sends: method -> [params, result]. */
-export interface SidecarRequests {
-  [Configure]: [ConfigureParams, ConfigureResult];
-  [GetSnapshot]: [undefined, SidecarSnapshot];
-  [GetDecisions]: [GetDecisionsParams, GetDecisionsResult];
-  [PreviewPlan]: [PreviewPlanParams, PreviewPlanResult];
-  [SubmitJob]: [SubmitJobParams, SubmitJobResult];
-  [CancelJob]: [CancelJobParams, CancelJobResult];
-  [WaitJob]: [WaitJobParams, WaitJobResult];
-  [SetLlmState]: [SetLlmStateParams, SetLlmStateResult];
-  [FreeGpuMemory]: [undefined, FreeGpuMemoryResult];
-  [Version]: [undefined, VersionResult];
-}
-
-export type SidecarMethod = keyof SidecarRequests;
+/** Every request the extension sends: method -> [params, result], as the sidecar's API declares them. */
+export type SidecarRequests = SidecarRequestMap;
+export type SidecarMethod = SidecarRequestMethod;
 
 /** Port for `--inspect` when the extension host runs in debug mode. */
 const INSPECT_PORT = 6010;
