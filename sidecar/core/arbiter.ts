@@ -31,6 +31,7 @@ import {
   floorOf,
   llmFootprint,
   llmLevel,
+  MARGIN_LAST_RESORT_SHARE,
   nextRecoveryRung,
   planImageJob,
   planLlmJob,
@@ -217,6 +218,8 @@ interface MemoryWait {
 }
 
 const FINISHED_KEPT = 500;
+/** How far back LLM request arrivals count towards the rate that prices a yield (see planning/policy.ts). */
+const LLM_RATE_WINDOW_MS = 10 * 60_000;
 const MAX_REPLANS = 2;
 
 const NAN_MESSAGE =
@@ -244,6 +247,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private llmState: LlmState;
   private llmWanted: LlmState;
   private llmLastUsedAt: Millis;
+  /** When LLM requests arrived lately (within LLM_RATE_WINDOW_MS), for the rate a yield is priced with. */
+  private readonly llmArrivals: Millis[] = [];
   private llmCosts: LlmCosts | null = null;
   /** A state change in flight. */
   private llmMove: { from: LlmState; target: LlmState } | null = null;
@@ -308,6 +313,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     this.post(() => {
       if (this.disposed) return;
       if (problem) return this.finish(rec, 'failed', problem, { decision: 'reject' });
+      if (spec.kind === 'llm') this.llmArrivals.push(this.clock.now());
       rec.queueSeq = this.queue.push(rec);
       this.changed();
       this.admit(rec);
@@ -663,7 +669,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.reserved = run.need;
     this.setStatus(run.rec, 'waiting');
     this.spawn(
-      () => this.pollMemory(run.need, (s) => this.roomForImage(s), run.abort.signal),
+      // A plan that runs in the safety margin (a last resort) waits for that much less.
+      () => this.pollMemory(run.need, (s) => this.roomForImage(s) + (run.plan?.marginUsed ?? 0), run.abort.signal),
       (r) => {
         if (this.imageRun !== run) return;
         if (!r.ok) return this.endImage(run, 'failed', readingFailure(r.error, 'Could not read the device'));
@@ -1375,6 +1382,13 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     return this.imageRun !== null && (this.imageRun.reserved > 0 || this.imageRun.phase === 'yielding');
   }
 
+  /** LLM requests per ms over the last LLM_RATE_WINDOW_MS. */
+  private llmRequestRate(): number {
+    const since = this.clock.now() - LLM_RATE_WINDOW_MS;
+    while (this.llmArrivals.length > 0 && this.llmArrivals[0] < since) this.llmArrivals.shift();
+    return this.llmArrivals.length / LLM_RATE_WINDOW_MS;
+  }
+
   private llmNeededSoon(): boolean {
     return (
       this.llmRun !== null ||
@@ -1402,9 +1416,16 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         effectiveFree: Math.max(0, room - held),
         ...(snapshot.maxAllocation !== undefined ? { maxAllocation: snapshot.maxAllocation } : {}),
         otherUse: otherProgramsUse(snapshot, this.accounted(), this.options.ourPids?.()),
+        marginReserve: Math.floor(this.options.marginBytes * MARGIN_LAST_RESORT_SHARE),
       },
       // As if next, the room counts what the LLM is climbing to (roomWhenFirst): that much is what it can yield.
-      llm: { state: asIfNext ? this.llmAccountedState() : this.llmState, costs: llmCosts, busy: this.llmRun !== null, neededSoon: this.llmNeededSoon() },
+      llm: {
+        state: asIfNext ? this.llmAccountedState() : this.llmState,
+        costs: llmCosts,
+        busy: this.llmRun !== null,
+        neededSoon: this.llmNeededSoon(),
+        requestRatePerMs: this.llmRequestRate(),
+      },
       image: { state: this.imageResident.state, heldBytes: held },
       costs,
       capabilities: this.options.capabilities(),
@@ -1420,6 +1441,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         id: snapshot.id,
         effectiveFree: this.roomForLlm(snapshot, false),
         otherUse: otherProgramsUse(snapshot, this.accounted(), this.options.ourPids?.()),
+        marginReserve: Math.floor(this.options.marginBytes * MARGIN_LAST_RESORT_SHARE),
       },
       llm: { state: this.llmState, costs: llmCosts, busy: false },
       image: { state: this.imageResident.state, heldBytes: this.imageResident.heldBytes, busy: this.imageHoldsMemory() },

@@ -17,4 +17,4 @@ export {
 } from './planning/imagePlanner';
 export { planLlmJob, llmBytesToHot, type LlmPlanInput } from './planning/llmPlanner';
 export { llmFootprint, llmRestoreMs, llmLevel, describeLlmYield } from './planning/llmFootprint';
-export { DEFAULT_PLANNER_POLICY, type PlannerPolicy } from './planning/policy';
+export { DEFAULT_PLANNER_POLICY, MARGIN_LAST_RESORT_SHARE, type PlannerPolicy } from './planning/policy';

@@ -271,6 +271,11 @@ export interface Plan {
   suggestions: string[];
   /** Images per run when a batch cannot fit at once (batch jobs that do not fit run image by image). */
   batchPerRun?: number;
+  /**
+   * Bytes of the safety margin the plan runs in, as a last resort: nothing fitted outside the margin with every
+   * yield and safer option, and the shortfall was within the part of the margin the arbiter allows.
+   */
+  marginUsed?: Bytes;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

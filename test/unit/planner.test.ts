@@ -113,6 +113,20 @@ const TABLE: Row[] = [
     },
   },
   {
+    // Same job, but requests come 6 a minute: dropping the context leaves them waiting through the 21.8 s job
+    // (1e-4/ms x 21.8 s^2 / 2 = 23.8 s expected), far more than tiling's 1.8 s.
+    name: 'an LLM in steady use keeps its context: tiled decode rather than a yield that leaves requests waiting',
+    free: 10 * GiB,
+    llm: { ...hot(LLM_7B_32K), requestRatePerMs: 6 / 60_000 },
+    expect: {
+      fits: true,
+      llmTo: 'hot',
+      placement: { ...ALL_GPU, vaeTiling: true },
+      extraTimeMs: 1800,
+      reason: /-> tiled decode, est\. \+1\.8 s$/,
+    },
+  },
+  {
     // Dropping the 8k context frees only 1.3 GB; unloading (3.9 s) costs more than tiling (1.8 s) while the LLM is in use.
     name: 'dropping the context is not enough: tiled decode (cheap) before VAE on CPU',
     free: 10 * GiB,
@@ -331,6 +345,24 @@ describe('planImageJob: details', () => {
     assert.equal(atSize.fits, true, atSize.reason);
     const oneStepUp = planImageJob({ ...inputFor(row), spec: { width: w + 64, height: h + 64, batch: 1 }, costs: sdxlAt(w + 64, h + 64) });
     assert.equal(oneStepUp.fits, false);
+  });
+
+  it('runs in part of the safety margin only as a last resort, and says by how much', () => {
+    const row = TABLE.find((r) => r.name.startsWith('nothing fits because of other programs'))!;
+    const input = inputFor(row);
+    // 802 MB short with every safer option: a reserve of 1 GB covers it, one of 512 MB does not.
+    const inMargin = planImageJob({ ...input, device: { ...input.device, marginReserve: 1 * GiB } });
+    assert.equal(inMargin.fits, true, inMargin.reason);
+    assert.ok(inMargin.marginUsed !== undefined && Math.abs(inMargin.marginUsed - 802 * MiB) < 2 * MiB, `marginUsed ${inMargin.marginUsed}`);
+    assert.match(inMargin.reason, /; nothing else can yield: runs 80[12] MB into the safety margin$/);
+    assert.equal(inMargin.available, input.device.effectiveFree);
+    const short = planImageJob({ ...input, device: { ...input.device, marginReserve: 512 * MiB } });
+    assert.equal(short.fits, false);
+    assert.equal(short.marginUsed, undefined);
+    // A job that fits without the margin never touches it, and keeps its cheapest plan.
+    const roomy = planImageJob({ ...inputFor(TABLE[0]), device: { ...inputFor(TABLE[0]).device, marginReserve: 1 * GiB } });
+    assert.equal(roomy.marginUsed, undefined);
+    assert.deepEqual(roomy.placement, planImageJob(inputFor(TABLE[0])).placement);
   });
 });
 

@@ -44,6 +44,11 @@ export interface PlannerDevice {
   maxAllocation?: Bytes;
   /** Other programs' use, when known; used only to suggest closing them. */
   otherUse?: Bytes;
+  /**
+   * Part of the safety margin a plan may run in when nothing fits without it (a last resort: the recovery
+   * ladder still catches an out-of-memory). 0 or absent: never.
+   */
+  marginReserve?: Bytes;
 }
 
 export interface PlannerLlm {
@@ -54,6 +59,8 @@ export interface PlannerLlm {
   busy: boolean;
   /** An LLM request is queued, or one was served recently: the restore time counts in full. */
   neededSoon?: boolean;
+  /** LLM requests per millisecond of late (0 or absent: none): prices the waiting a yield causes during the job. */
+  requestRatePerMs?: number;
 }
 
 export interface PlannerImageResident {
@@ -158,21 +165,41 @@ export function planImageJob(input: ImagePlanInput): Plan {
   const batch = Math.max(1, input.costs.batch);
   const maxPerRun = Math.min(batch, input.floor?.batchPerRun ?? batch);
 
-  // Whole batch first; splitting it reloads the model per run, so it is tried only when nothing else fits.
-  // Fewest runs first, each run as even as the batch allows (4 -> 4, 2+2, 1+1+1+1).
-  let best: Evaluated | undefined;
-  let lastPerRun = 0;
-  for (let runs = Math.ceil(batch / maxPerRun); runs <= batch && !best; runs++) {
-    const perRun = Math.ceil(batch / runs);
-    if (perRun === lastPerRun) continue;
-    lastPerRun = perRun;
-    best = cheapestFitting(ctx, allowed, required, perRun);
-  }
   const baseline = evaluate(ctx, { llm: ctx.llmLevelNow, te: 0, diffusion: 0, vae: 0, flash: 0, batchPerRun: batch });
+  const best = cheapestOverRuns(ctx, allowed, required, batch, maxPerRun);
   if (best) return toPlan(ctx, best, fitReason(ctx, best, baseline), []);
+
+  // Last resort: run in part of the safety margin rather than refuse a job that misses by a little, with every
+  // safer option taken so that as little of the margin as possible is used.
+  const reserve = Math.max(0, input.device.marginReserve ?? 0);
+  if (reserve > 0) {
+    const wider: Ctx = { ...ctx, baseRoom: ctx.baseRoom + reserve };
+    const inMargin = cheapestOverRuns(wider, allowed, maxLevels(allowed), batch, maxPerRun);
+    if (inMargin) {
+      const marginUsed = Math.max(0, inMargin.ownPeak - (inMargin.room - reserve));
+      const reason = `${fitReason(ctx, inMargin, baseline)}; nothing else can yield: runs ${formatBytes(marginUsed)} into the safety margin`;
+      return { ...toPlan(ctx, inMargin, reason, []), marginUsed };
+    }
+  }
 
   const safest = evaluate(ctx, { ...maxLevels(allowed), batchPerRun: 1 });
   return toPlan(ctx, safest, nothingFitsReason(ctx, safest), suggestionsWhenNothingFits(ctx, safest, allowed));
+}
+
+/**
+ * The cheapest plan that fits, whole batch first; splitting it reloads the model per run, so it is tried only when
+ * nothing else fits. Fewest runs first, each run as even as the batch allows (4 -> 4, 2+2, 1+1+1+1).
+ */
+function cheapestOverRuns(ctx: Ctx, allowed: Allowed, required: Levels, batch: number, maxPerRun: number): Evaluated | undefined {
+  let lastPerRun = 0;
+  for (let runs = Math.ceil(batch / maxPerRun); runs <= batch; runs++) {
+    const perRun = Math.ceil(batch / runs);
+    if (perRun === lastPerRun) continue;
+    lastPerRun = perRun;
+    const best = cheapestFitting(ctx, allowed, required, perRun);
+    if (best) return best;
+  }
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -289,7 +316,7 @@ function cheapestFitting(ctx: Ctx, allowed: Allowed, req: Levels, batchPerRun: n
 
 /** Cheaper = less expected extra time; then fewer changes; then more headroom. */
 function cheaper(a: Score, b: Score): boolean {
-  if (Math.abs(a.extraMs - b.extraMs) > 0.5) return a.extraMs < b.extraMs;
+  if (Math.abs(a.costMs - b.costMs) > 0.5) return a.costMs < b.costMs;
   if (a.degradations !== b.degradations) return a.degradations < b.degradations;
   return a.room - a.ownPeak > b.room - b.ownPeak;
 }
@@ -301,7 +328,10 @@ interface Score {
   fits: boolean;
   ownPeak: Bytes;
   room: Bytes;
+  /** Expected extra time: safer placements, split runs, and a yield's settling and (weighted) restore time. */
   extraMs: Millis;
+  /** What plans are ranked by: extraMs plus the LLM waiting a yield is expected to cause during the job. */
+  costMs: Millis;
   degradations: number;
 }
 
@@ -377,11 +407,19 @@ function scoreOf(ctx: Ctx, choice: Choice, f: Footprint = footprintOf(ctx, choic
   const batchMs = (runs - 1) * (policy.extraRunMs + t.textEncodeMs);
   const yieldMs =
     choice.llm > ctx.llmLevelNow ? policy.yieldSettleMs + llmRestoreMs(input.llm.costs, f.llmTo, input.llm.state) * ctx.restoreWeight : 0;
+  // Requests that come while the job runs with the LLM off the GPU wait for its end (see policy.ts).
+  const rate = input.llm.costs ? Math.max(0, input.llm.requestRatePerMs ?? 0) : 0;
+  let unavailableMs = 0;
+  if (rate > 0 && choice.llm > 0) {
+    const jobMs = t.textEncodeMs + t.samplingMs + t.vaeDecodeMs + placementMs + batchMs;
+    unavailableMs = (policy.llmWaitWeight * rate * jobMs * jobMs) / 2;
+  }
   return {
     fits: ownPeak <= f.room && !overCapOf(ctx, f),
     ownPeak,
     room: f.room,
     extraMs: placementMs + batchMs + yieldMs,
+    costMs: placementMs + batchMs + yieldMs + unavailableMs,
     degradations: choice.llm - ctx.llmLevelNow + choice.te + choice.diffusion + choice.vae + choice.flash + (runs > 1 ? 1 : 0),
   };
 }
