@@ -26,40 +26,17 @@ import {
   type ImageJobCosts,
   type ImageJobSpec,
   type JobSpec,
-  type LlmCosts,
   type LlmState,
 } from '../sidecar/core/types';
 import { SimulatedDevice } from '../sidecar/devices/simulatedDevice';
+import { LLM_7B_8K as LLM, SDXL_1024 as SDXL } from '../test/fixtures/costs';
 
 const DECISION_TARGET_MS = 1;
 const IDLE_CPU_TARGET_PCT = 0.5;
 const QUEUE_DEPTH = 100;
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 10);
 
-const SDXL: ImageJobCosts = {
-  family: 'sdxl',
-  width: 1024,
-  height: 1024,
-  batch: 1,
-  frames: 1,
-  weights: { textEncoder: 1.6 * GiB, diffusion: 5.1 * GiB, vae: 160 * MiB },
-  compute: { textEncoder: 50 * MiB, diffusion: 1.3 * GiB, diffusionFlash: 700 * MiB, vaeDecode: 6656 * MiB, vaeDecodeTiled: 300 * MiB },
-  time: { textEncodeMs: 300, samplingMs: 20_000, vaeDecodeMs: 1500, vaeTiledExtraMs: 1800, vaeCpuExtraMs: 6000, textEncoderCpuExtraMs: 1500, offloadExtraMs: 8000 },
-  calibrated: [],
-};
 
-const LLM: LlmCosts = {
-  modelPath: '/models/7b-q4_k_m.gguf',
-  layerCount: 32,
-  gpuLayers: 32,
-  contextSize: 8192,
-  weights: 4.1 * GiB,
-  kvCache: 1 * GiB,
-  compute: 300 * MiB,
-  reloadWeightsMs: 3000,
-  recreateContextMs: 400,
-  startProcessMs: 1500,
-};
 
 function costsFor(spec: ImageJobSpec): ImageJobCosts {
   const scaled = scaleImageCosts(SDXL, spec.width, spec.height);

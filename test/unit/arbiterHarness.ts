@@ -5,6 +5,7 @@
 
 import { Arbiter, type ArbiterOptions } from '../../sidecar/core/arbiter';
 import { scaleImageCosts } from '../../sidecar/core/planner';
+import { LLM_7B_8K, SDXL_1024 as SDXL_1024_PUBLISHED } from '../fixtures/costs';
 import type { Clock, ImageFailureKind, ImageRunner, ImageRunResult, LlmControl, StageProgress } from '../../sidecar/core/ports';
 import {
   FULL_SD_CAPABILITIES,
@@ -82,40 +83,12 @@ export class VirtualClock implements Clock {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Figures
+// Figures (sampling shortened to 4 s so that the scenarios run quickly on the virtual clock)
 
-export const SDXL_1024: ImageJobCosts = {
-  family: 'sdxl',
-  width: 1024,
-  height: 1024,
-  batch: 1,
-  frames: 1,
-  weights: { textEncoder: 1.6 * GiB, diffusion: 5.1 * GiB, vae: 160 * MiB },
-  compute: { textEncoder: 50 * MiB, diffusion: 1.3 * GiB, diffusionFlash: 700 * MiB, vaeDecode: 6656 * MiB, vaeDecodeTiled: 300 * MiB },
-  time: {
-    textEncodeMs: 300,
-    samplingMs: 4000,
-    vaeDecodeMs: 1500,
-    vaeTiledExtraMs: 1800,
-    vaeCpuExtraMs: 6000,
-    textEncoderCpuExtraMs: 1500,
-    offloadExtraMs: 8000,
-  },
-  calibrated: [],
-};
+export const SDXL_1024: ImageJobCosts = { ...SDXL_1024_PUBLISHED, time: { ...SDXL_1024_PUBLISHED.time, samplingMs: 4000 } };
+export const LLM_7B: LlmCosts = LLM_7B_8K;
 
-export const LLM_7B: LlmCosts = {
-  modelPath: '/models/7b-q4_k_m.gguf',
-  layerCount: 32,
-  gpuLayers: 32,
-  contextSize: 8192,
-  weights: 4.1 * GiB,
-  kvCache: 1 * GiB,
-  compute: 300 * MiB,
-  reloadWeightsMs: 3000,
-  recreateContextMs: 400,
-  startProcessMs: 1500,
-};
+
 
 export const LLM_PID = 101;
 export const SD_PID = 202;

@@ -11,6 +11,7 @@ import {
   type PlannerLlm,
 } from '../../sidecar/core/planner';
 import { formatBytes, formatDuration, formatExtraTime } from '../../sidecar/core/format';
+import { LLM_7B_8K, SDXL_1024 } from '../fixtures/costs';
 import {
   FULL_SD_CAPABILITIES,
   GiB,
@@ -22,41 +23,7 @@ import {
   type SdCapabilities,
 } from '../../sidecar/core/types';
 
-// Figures written by hand from published numbers (memory-facts.md): SDXL weights te 1.6 GB (CLIP-L + CLIP-G),
-// UNet 5.1 GB, VAE 160 MB; VAE decode 6656 MB at 1024x1024 (6656 B/px), tiled ~300 MB; a 7B Q4_K_M LLM 4.1 GB of
-// weights, ~1 GB of f16 KV cache at 8k context.
-const SDXL_1024: ImageJobCosts = {
-  family: 'sdxl',
-  width: 1024,
-  height: 1024,
-  batch: 1,
-  frames: 1,
-  weights: { textEncoder: 1.6 * GiB, diffusion: 5.1 * GiB, vae: 160 * MiB },
-  compute: { textEncoder: 50 * MiB, diffusion: 1.3 * GiB, diffusionFlash: 700 * MiB, vaeDecode: 6656 * MiB, vaeDecodeTiled: 300 * MiB },
-  time: {
-    textEncodeMs: 300,
-    samplingMs: 20_000,
-    vaeDecodeMs: 1500,
-    vaeTiledExtraMs: 1800,
-    vaeCpuExtraMs: 6000,
-    textEncoderCpuExtraMs: 1500,
-    offloadExtraMs: 8000,
-  },
-  calibrated: [],
-};
 
-const LLM_7B_8K: LlmCosts = {
-  modelPath: '/models/7b-q4_k_m.gguf',
-  layerCount: 32,
-  gpuLayers: 32,
-  contextSize: 8192,
-  weights: 4.1 * GiB,
-  kvCache: 1 * GiB,
-  compute: 300 * MiB,
-  reloadWeightsMs: 3000,
-  recreateContextMs: 400,
-  startProcessMs: 1500,
-};
 
 /** Same model with a 32k context: 4 GB of KV cache. */
 const LLM_7B_32K: LlmCosts = { ...LLM_7B_8K, contextSize: 32768, kvCache: 4 * GiB, compute: 500 * MiB };
