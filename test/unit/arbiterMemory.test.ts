@@ -1,7 +1,7 @@
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { RECOVERY_LADDER, GiB } from '../../sidecar/core/types';
+import { RECOVERY_LADDER, GiB, MiB } from '../../sidecar/core/types';
 import { LLM_7B, LLM_PID, SD_PID, imageSpec, llmSpec, makeRig, until, within, type Rig } from './arbiterHarness';
 
 let rig: Rig | undefined;
@@ -39,6 +39,29 @@ describe('Arbiter memory', () => {
     const yieldDecision = rig.decisions.find((d) => d.kind === 'yield')!;
     assert.equal(yieldDecision.estimate, llmHot());
     assert.equal(typeof yieldDecision.durationMs, 'number');
+  });
+
+  it('runs a job that misses by less than half the margin in the margin, with every safer option, and says so', async () => {
+    // The leanest SDXL plan needs its diffusion weights (5.1 GB) and the flash-attention buffer (700 MB) at once.
+    const leanest = 5.1 * GiB + 700 * MiB;
+    const otherUseFor = (short: number) => 24 * GiB - 256 * MiB - leanest + short;
+    rig = makeRig({ noLlm: true, llmState: 'stopped', device: { otherUse: otherUseFor(64 * MiB) } });
+    const job = rig.arbiter.submit(imageSpec());
+    const done = await within(rig.arbiter.waitFor(job.id));
+    assert.equal(done.job.status, 'done', done.job.message);
+    assert.equal(done.job.attempt, 1);
+    assert.equal(done.job.plan?.marginUsed !== undefined && Math.round(done.job.plan.marginUsed / MiB), 64);
+    assert.deepEqual(done.job.plan?.placement, { textEncoder: 'cpu', diffusion: 'offload', vae: 'cpu', vaeTiling: false, flashAttention: true });
+    const plan = rig.decisions.find((d) => d.kind === 'plan' && d.jobId === job.id)!;
+    assert.match(plan.reason, /nothing else can yield: runs 64 MB into the safety margin$/);
+    rig.dispose();
+
+    // 200 MB short is more than half of the 256 MB margin: refused, with the reason.
+    rig = makeRig({ noLlm: true, llmState: 'stopped', device: { otherUse: otherUseFor(200 * MiB) } });
+    const refused = await within(rig.arbiter.waitFor(rig.arbiter.submit(imageSpec()).id));
+    assert.equal(refused.job.status, 'failed');
+    assert.match(refused.job.message ?? '', /nothing fits/);
+    assert.equal(rig.image.runs.length, 0);
   });
 
   it('restores the LLM after the job once its memory is really back', async () => {
