@@ -10,7 +10,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 
 const FILE_PREFIX = 'engines-';
 
@@ -18,6 +18,34 @@ export interface EngineRecord {
   pid: number;
   /** When the process started, as the system reports it; empty where it cannot be read. */
   started: string;
+  /** What the engine writes before the sidecar renames or removes it: files in `dir` whose names start with `prefix`. */
+  leftovers?: Leftover[];
+}
+
+export interface Leftover {
+  dir: string;
+  prefix: string;
+}
+
+/**
+ * Only names the sidecar itself makes are ever removed: a job's hidden temporary stem in the output folder
+ * (`.name.vrelay-xxxxxxxx...`) or an engine's private working folder (`vrelay-sd-...`).
+ */
+const LEFTOVER_PREFIX = /^(\.[^/\\]*\.vrelay-[0-9a-f]{8}|vrelay-sd-[^/\\]+)/;
+
+function removeLeftovers(leftovers: unknown): void {
+  if (!Array.isArray(leftovers)) return;
+  for (const item of leftovers as Partial<Leftover>[]) {
+    const { dir, prefix } = item ?? {};
+    if (typeof dir !== 'string' || typeof prefix !== 'string' || !isAbsolute(dir) || !LEFTOVER_PREFIX.test(prefix)) continue;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) if (name.startsWith(prefix)) rmSync(join(dir, name), { recursive: true, force: true });
+  }
 }
 
 interface RegistryFile {
@@ -75,8 +103,8 @@ export class EngineRegistry {
     this.file = join(dir, `${FILE_PREFIX}${process.pid}.json`);
   }
 
-  add(pid: number): void {
-    this.engines.set(pid, { pid, started: processStartTime(pid) ?? '' });
+  add(pid: number, leftovers?: Leftover[]): void {
+    this.engines.set(pid, { pid, started: processStartTime(pid) ?? '', ...(leftovers?.length ? { leftovers } : {}) });
     this.write();
   }
 
@@ -108,8 +136,9 @@ export class EngineRegistry {
 }
 
 /**
- * Stops the engines of sidecars that are no longer running and removes their files. `kill` receives each engine
- * that is still the process that was started (same pid and start time). Returns what was stopped.
+ * Stops the engines of sidecars that are no longer running, removes what those engines left half-written (a
+ * temporary image, a working folder) and the registry files. `kill` receives each engine that is still the process
+ * that was started (same pid and start time). Returns what was stopped.
  */
 export function reapOrphanedEngines(dir: string, kill: (pid: number) => void): ReapedEngine[] {
   let names: string[];
@@ -131,9 +160,12 @@ export function reapOrphanedEngines(dir: string, kill: (pid: number) => void): R
     }
     if (body.owner.pid === process.pid || !ownerIsGone(body.owner)) continue;
     for (const engine of body.engines) {
-      if (!Number.isSafeInteger(engine?.pid) || !isSameProcess(engine)) continue;
-      kill(engine.pid);
-      reaped.push({ ...engine, ownerPid: body.owner.pid });
+      if (Number.isSafeInteger(engine?.pid) && isSameProcess(engine)) {
+        kill(engine.pid);
+        reaped.push({ ...engine, ownerPid: body.owner.pid });
+      }
+      // Killed, or it finished on its own after its sidecar was gone: nobody will rename or remove what it wrote.
+      removeLeftovers(engine?.leftovers);
     }
     rmSync(file, { force: true });
   }

@@ -4,9 +4,9 @@
  */
 
 import { loadExeca } from '../loadExeca';
-import { EngineRegistry, reapOrphanedEngines, type ReapedEngine } from './engineRegistry';
+import { EngineRegistry, reapOrphanedEngines, type Leftover, type ReapedEngine } from './engineRegistry';
 
-const live = new Set<number>();
+const live = new Map<number, Leftover[] | undefined>();
 let exitHookInstalled = false;
 let registry: EngineRegistry | undefined;
 
@@ -18,18 +18,21 @@ export function useEngineRegistry(dir: string): ReapedEngine[] {
   const reaped = reapOrphanedEngines(dir, (pid) => signalTree(pid, 'SIGKILL'));
   if (registry) return reaped;
   registry = new EngineRegistry(dir);
-  for (const pid of live) registry.add(pid);
+  for (const [pid, leftovers] of live) registry.add(pid, leftovers);
   return reaped;
 }
 
-/** Remembers a spawned group so that it is killed if the sidecar itself exits first. */
-export function trackProcessGroup(pid: number): () => void {
-  live.add(pid);
-  registry?.add(pid);
+/**
+ * Remembers a spawned group so that it is killed if the sidecar itself exits first, and so that the next sidecar
+ * stops it and removes its `leftovers` if this one is killed outright.
+ */
+export function trackProcessGroup(pid: number, leftovers?: Leftover[]): () => void {
+  live.set(pid, leftovers);
+  registry?.add(pid, leftovers);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     process.once('exit', () => {
-      for (const p of live) signalTree(p, 'SIGKILL');
+      for (const p of live.keys()) signalTree(p, 'SIGKILL');
       registry?.close();
     });
   }
@@ -41,7 +44,7 @@ export function trackProcessGroup(pid: number): () => void {
 
 /** Pids of the groups tracked now: the engine processes that are running. */
 export function trackedProcessGroups(): number[] {
-  return [...live];
+  return [...live.keys()];
 }
 
 /** Sends `signal` to the process group led by `pid` (falls back to the process alone). Never throws. */

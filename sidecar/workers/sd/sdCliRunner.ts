@@ -213,7 +213,12 @@ export class SdCliRunner implements ImageRunner {
       // Its own process group, so that stopping it reaches anything it started.
       detached: process.platform !== 'win32',
     });
-    const untrack = child.pid !== undefined ? trackProcessGroup(child.pid) : () => undefined;
+    // What it may leave if this sidecar is killed before it can clean up: the next one removes it.
+    const leftovers = [
+      { dir: dirname(run.tempPath), prefix: basename(run.tempPath).replace(/(_%0?\d*d)?\.png$/, '') },
+      ...(run.workDir !== dirname(run.tempPath) ? [{ dir: dirname(run.workDir), prefix: basename(run.workDir) }] : []),
+    ];
+    const untrack = child.pid !== undefined ? trackProcessGroup(child.pid, leftovers) : () => undefined;
     const exited = settle(child);
 
     let stopReason: 'cancelled' | 'hung' | undefined;

@@ -6,7 +6,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -112,6 +112,37 @@ describe('engine registry: engines left by a killed sidecar', { skip: posix ? fa
     assert.deepEqual(reapOrphanedEngines(dir, (pid) => killed.push(pid)), []);
     assert.deepEqual(killed, []);
     assert.deepEqual(readdirSync(dir), []);
+  });
+
+  it('removes what a dead sidecar\'s engines left half-written, and nothing else', () => {
+    const dir = freshDir();
+    const out = join(dir, 'assets');
+    mkdirSync(out);
+    mkdirSync(join(dir, 'vrelay-sd-Ab12Cd'));
+    writeFileSync(join(dir, 'vrelay-sd-Ab12Cd', 'core'), '');
+    for (const name of ['.cat.vrelay-0123abcd-0.png', '.cat.vrelay-0123abcd-0_2.png', 'cat.png', 'notes.md']) writeFileSync(join(out, name), 'x');
+    const registry = {
+      owner: { pid: 2 ** 22 + 9, started: '1' },
+      engines: [
+        // The engine finished on its own after its sidecar died (not running), so only its files are left.
+        {
+          pid: 2 ** 22 + 11,
+          started: '1',
+          leftovers: [
+            { dir: out, prefix: '.cat.vrelay-0123abcd-0' },
+            { dir, prefix: 'vrelay-sd-Ab12Cd' },
+            // Never trusted: prefixes the sidecar does not make, and relative folders.
+            { dir: out, prefix: 'cat' },
+            { dir: out, prefix: '' },
+            { dir: 'assets', prefix: '.cat.vrelay-0123abcd-0' },
+          ],
+        },
+      ],
+    };
+    writeFileSync(join(dir, `engines-${2 ** 22 + 9}.json`), JSON.stringify(registry));
+    assert.deepEqual(reapOrphanedEngines(dir, () => assert.fail('nothing is running')), []);
+    assert.deepEqual(readdirSync(out).sort(), ['cat.png', 'notes.md']);
+    assert.deepEqual(readdirSync(dir).sort(), ['assets']);
   });
 
   it('reads a start time for a running process and none for a pid that is not running', () => {
