@@ -64,6 +64,19 @@ describe('Arbiter memory', () => {
     assert.equal(rig.image.runs.length, 0);
   });
 
+  it('keeps an LLM in steady use hot and tiles the decode, where an idle one would be unloaded', async () => {
+    // Same device as above, where an idle LLM is unloaded for the job (the test before): 40 requests in the last
+    // minutes make the unload cost their expected waiting during the job, more than tiling the decode.
+    rig = tightRig(0);
+    const { arbiter, llm } = rig;
+    for (let i = 0; i < 40; i++) await within(arbiter.waitFor(arbiter.submit(llmSpec({ prompt: `r${i}` })).id));
+    const done = await within(arbiter.waitFor(arbiter.submit(imageSpec()).id));
+    assert.equal(done.job.status, 'done', done.job.message);
+    assert.equal(done.job.plan?.placement?.vaeTiling, true);
+    assert.deepEqual(llm.moves, []);
+    assert.equal(arbiter.snapshot().llm.state, 'hot');
+  });
+
   it('restores the LLM after the job once its memory is really back', async () => {
     rig = tightRig(800);
     const { arbiter, llm, device } = rig;
