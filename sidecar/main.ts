@@ -14,6 +14,7 @@ import type { ServeOptions } from './transport/cliArgs';
 import { createConsoleLog, serveOverIpc } from './transport/lspTransport';
 import { createStderrLog } from './transport/stderrLog';
 import { startWsServer } from './transport/wsServer';
+import { signalTrackedGroups } from './workers/processTree';
 import type { WsServer } from './transport/wsServer';
 
 function runIpc(level: LogLevel): void {
@@ -27,7 +28,8 @@ function runIpc(level: LogLevel): void {
   console.info = console.log;
   console.debug = (...args: unknown[]) => log('debug', args.map(String).join(' '));
   const api = createSidecarService({ log });
-  const connection = serveOverIpc({ api, log });
+  // The engines are told at once: the editor's server may kill this process right after the same signal.
+  const connection = serveOverIpc({ api, log, onSignal: () => signalTrackedGroups('SIGTERM') });
   sink = createConsoleLog(connection, level, stderrLog);
 }
 
@@ -48,6 +50,8 @@ async function runServe(options: ServeOptions, log: Log): Promise<void> {
 
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
+      // A terminal that closes signals this process's group, never the engines' own groups: tell them at once.
+      signalTrackedGroups('SIGTERM');
       if (stopping) {
         // Ctrl+C under `npm run` reaches us twice at once (from the terminal and from npm): only a later
         // signal means "stop waiting for the clean-up".

@@ -4,8 +4,8 @@
  * exit) but no language feature is advertised: everything else is the custom `vramRelay/...` requests.
  *
  * The sidecar must never outlive the extension host. It exits on `exit`, when the IPC channel closes (the parent
- * died or let go of it), and when the process id given in `initialize` disappears (vscode-languageserver's
- * watchdog, every 3 s).
+ * died or let go of it), when the process id given in `initialize` disappears (vscode-languageserver's watchdog,
+ * every 3 s), and on SIGTERM/SIGINT/SIGHUP; each time after stopping its engines.
  */
 
 import { createConnection, IPCMessageReader, IPCMessageWriter } from 'vscode-languageserver/node';
@@ -22,6 +22,8 @@ export interface IpcServeOptions {
   exit?: (code: number) => void;
   /** Longest wait for `api.dispose()` before exiting anyway, in ms. */
   disposeTimeoutMs?: number;
+  /** Called synchronously on SIGTERM/SIGINT/SIGHUP, before the orderly shutdown (e.g. to signal the engines). */
+  onSignal?: (signal: NodeJS.Signals) => void;
 }
 
 export function serveOverIpc(options: IpcServeOptions): Connection {
@@ -75,6 +77,16 @@ export function serveOverIpc(options: IpcServeOptions): Connection {
     log('warn', 'the IPC channel closed (the extension host went away); stopping');
     void disposeAll().finally(() => exit(shutdownReceived ? 0 : 1));
   });
+
+  // A signal to the whole process group (the editor's server being stopped) would otherwise end the sidecar at once
+  // and leave its engines, which run in their own groups, holding VRAM: stop them first.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      options.onSignal?.(signal);
+      log('warn', `${signal} received; stopping the engines and exiting`);
+      void disposeAll().finally(() => exit(shutdownReceived ? 0 : 1));
+    });
+  }
 
   connection.listen();
   return connection;

@@ -42,6 +42,15 @@ export function trackProcessGroup(pid: number, leftovers?: Leftover[]): () => vo
   };
 }
 
+/**
+ * Sends `signal` to every engine group now, synchronously: for a sidecar that has been told to stop and may be
+ * killed before its orderly shutdown reaches the engines (a signal to its whole process group, whose parent then
+ * kills it). Engines run in their own groups, so such a signal never reaches them by itself.
+ */
+export function signalTrackedGroups(signal: NodeJS.Signals): void {
+  for (const pid of live.keys()) signalTree(pid, signal);
+}
+
 /** Pids of the groups tracked now: the engine processes that are running. */
 export function trackedProcessGroups(): number[] {
   return [...live.keys()];

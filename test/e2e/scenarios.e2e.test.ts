@@ -244,6 +244,17 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
       assert.equal(parameters.steps, CRASH_STEPS);
     });
   });
+
+  // Last: it closes the editor.
+  test('closing the editor stops every engine the sidecar started (the resident sd-server included)', async () => {
+    const engines = (await readStandinArgsLog(argsLog)).map((run) => run.pid);
+    assert.ok(engines.some(isRunning), 'a resident sd-server runs before the editor closes');
+    await session!.dispose();
+    session = undefined;
+    const deadline = Date.now() + 10 * SECOND;
+    while (engines.some(isRunning) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(engines.filter(isRunning), [], 'engines still running after the editor closed');
+  });
 });
 
 /** Whether a process is running (a zombie waiting for its parent counts as ended). */
