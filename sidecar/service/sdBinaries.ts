@@ -4,9 +4,8 @@
  * one found on PATH) leads to the other in the same folder.
  */
 
-import { constants as fsConstants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
-import { basename, delimiter, dirname, extname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { basename, dirname, extname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { findOnPath, firstExecutable } from '../workers/executables';
 
 export interface SdBinaries {
   /** `sd-cli` or `sd`: one process per job. */
@@ -27,7 +26,7 @@ const SERVER_NAME = 'sd-server';
 export async function findSdBinaries(configured: string, env: NodeJS.ProcessEnv = process.env): Promise<SdBinaries> {
   const path = configured.trim();
   if (path) {
-    const full = hasDirectory(path) ? resolvePath(path) : ((await onPath(path, env)) ?? path);
+    const full = hasDirectory(path) ? resolvePath(path) : ((await findOnPath(path, env)) ?? path);
     const ext = extname(full).toLowerCase() === '.exe' ? extname(full) : '';
     if (baseName(full) === SERVER_NAME) {
       return { server: full, ...optional('cli', await firstExecutable(CLI_NAMES.map((n) => join(dirname(full), n + ext)))) };
@@ -35,13 +34,13 @@ export async function findSdBinaries(configured: string, env: NodeJS.ProcessEnv 
     return { cli: full, ...optional('server', await firstExecutable([join(dirname(full), SERVER_NAME + ext)])) };
   }
   for (const name of CLI_NAMES) {
-    const cli = await onPath(name, env);
+    const cli = await findOnPath(name, env);
     if (!cli) continue;
     const ext = extname(cli).toLowerCase() === '.exe' ? extname(cli) : '';
-    const server = (await firstExecutable([join(dirname(cli), SERVER_NAME + ext)])) ?? (await onPath(SERVER_NAME, env));
+    const server = (await firstExecutable([join(dirname(cli), SERVER_NAME + ext)])) ?? (await findOnPath(SERVER_NAME, env));
     return { cli, ...optional('server', server) };
   }
-  return optional('server', await onPath(SERVER_NAME, env));
+  return optional('server', await findOnPath(SERVER_NAME, env));
 }
 
 function optional<K extends keyof SdBinaries>(key: K, value: string | undefined): Pick<SdBinaries, K> | Record<string, never> {
@@ -56,27 +55,3 @@ function hasDirectory(path: string): boolean {
   return isAbsolute(path) || path.includes('/') || path.includes('\\');
 }
 
-async function firstExecutable(candidates: string[]): Promise<string | undefined> {
-  for (const candidate of candidates) if (await isExecutableFile(candidate)) return candidate;
-  return undefined;
-}
-
-async function onPath(name: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  const pathValue = env.PATH ?? env.Path ?? '';
-  const extensions = process.platform === 'win32' ? ['', ...(env.PATHEXT ?? '.EXE;.CMD;.BAT').split(';')] : [''];
-  for (const dir of pathValue.split(delimiter).filter(Boolean)) {
-    const found = await firstExecutable(extensions.map((e) => join(dir, name + e)));
-    if (found) return found;
-  }
-  return undefined;
-}
-
-async function isExecutableFile(path: string): Promise<boolean> {
-  try {
-    if (!(await stat(path)).isFile()) return false;
-    await access(path, process.platform === 'win32' ? fsConstants.F_OK : fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -14,14 +14,14 @@
  * text already streamed is not streamed twice.
  */
 
-import { constants as fsConstants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { delimiter, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { isAbsolute, resolve as resolvePath } from 'node:path';
 import type { ResultPromise } from 'execa';
 import type { MeasuredBuffer } from '../../core/ports';
 import type { LlmJobSpec, LlmState, Millis } from '../../core/types';
 import { loadExeca } from '../../loadExeca';
+import { executableAt, findOnPath } from '../executables';
 import { stopTree, trackProcessGroup } from '../processTree';
 import { ggufFileProblem } from './ggufFileCheck';
 import { LlamaLogParser, toMeasuredBuffers, type LlamaLogFacts } from './llamaLogParser';
@@ -85,28 +85,12 @@ export async function resolveLlamaServerBinary(serverPath: string | undefined, e
   const hasDirectory = configured.includes('/') || configured.includes('\\');
   if (hasDirectory || isAbsolute(configured)) {
     const full = resolvePath(configured);
-    if (await isExecutableFile(full)) return full;
+    if (await executableAt(full)) return full;
     throw new LlmInputError(`llama-server not found at ${full}: set vramRelay.llm.serverPath or put it on PATH.`);
   }
-  const pathValue = env.PATH ?? env.Path ?? '';
-  const extensions = process.platform === 'win32' ? (env.PATHEXT ?? '.EXE;.CMD;.BAT').split(';').concat(['']) : [''];
-  for (const dir of pathValue.split(delimiter).filter(Boolean)) {
-    for (const extension of extensions) {
-      const candidate = join(dir, configured + extension);
-      if (await isExecutableFile(candidate)) return candidate;
-    }
-  }
+  const found = await findOnPath(configured, env);
+  if (found) return found;
   throw new LlmInputError(`llama-server not found at ${configured} (looked on PATH): set vramRelay.llm.serverPath or put it on PATH.`);
-}
-
-async function isExecutableFile(path: string): Promise<boolean> {
-  try {
-    if (!(await stat(path)).isFile()) return false;
-    await access(path, process.platform === 'win32' ? fsConstants.F_OK : fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Reads `--help` and checks that the binary is llama-server; throws an LlmInputError when it is not. */
