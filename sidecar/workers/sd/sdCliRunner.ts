@@ -19,7 +19,7 @@ import type { ImageJobSpec, ImagePlacement, Plan } from '../../core/types';
 import { loadExeca } from '../../loadExeca';
 import { stopTree, trackProcessGroup } from '../processTree';
 import { buildSdArgs, InvalidImageJobError, isVideoJob, UnsupportedPlacementError } from './sdArgs';
-import { probeSdBinary, SdBinaryError, type SdHelpInfo } from './sdHelp';
+import { SdBinaryError, SdHelpCache, type SdHelpInfo } from './sdHelp';
 import { SdLogParser } from './sdLogParser';
 import {
   cancelled,
@@ -74,27 +74,20 @@ interface OneRun extends RunContext {
 }
 
 export class SdCliRunner implements ImageRunner {
-  private helpPromise: Promise<SdHelpInfo> | undefined;
+  private readonly help: SdHelpCache;
 
   constructor(private readonly options: SdCliRunnerOptions) {
-    if (options.help) this.helpPromise = Promise.resolve(options.help);
+    this.help = new SdHelpCache(options.binaryPath, () => mergedEnv(options.env), options.help);
   }
 
   /** What the binary supports (probed once; a failed probe is retried next time). */
   capabilities(): Promise<SdHelpInfo> {
-    if (!this.helpPromise) {
-      const probe = probeSdBinary(this.options.binaryPath, { env: mergedEnv(this.options.env) });
-      this.helpPromise = probe;
-      probe.catch(() => {
-        if (this.helpPromise === probe) this.helpPromise = undefined;
-      });
-    }
-    return this.helpPromise;
+    return this.help.get();
   }
 
   /** Forget the probed capabilities (the user replaced the binary). */
   refreshCapabilities(): void {
-    this.helpPromise = undefined;
+    this.help.forget();
   }
 
   /** A per-job runner keeps nothing resident. */

@@ -192,3 +192,35 @@ export async function probeSdBinary(binaryPath: string, options: ProbeOptions = 
   }
   return parseSdHelp(String(result.all ?? ''), binaryPath);
 }
+
+/**
+ * A binary's `--help`, probed once and kept; a probe that fails is forgotten so that the next call tries again
+ * (the user may be fixing the path). `forget()` after the binary was replaced.
+ */
+export class SdHelpCache {
+  private promise: Promise<SdHelpInfo> | undefined;
+
+  /** `env` is read at each probe: the environment the binary would run with now. */
+  constructor(
+    private readonly binaryPath: string,
+    private readonly env: () => NodeJS.ProcessEnv | undefined,
+    known?: SdHelpInfo,
+  ) {
+    if (known) this.promise = Promise.resolve(known);
+  }
+
+  get(): Promise<SdHelpInfo> {
+    if (!this.promise) {
+      const probe = probeSdBinary(this.binaryPath, { env: this.env() });
+      this.promise = probe;
+      probe.catch(() => {
+        if (this.promise === probe) this.promise = undefined;
+      });
+    }
+    return this.promise;
+  }
+
+  forget(): void {
+    this.promise = undefined;
+  }
+}

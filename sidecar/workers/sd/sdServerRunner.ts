@@ -17,7 +17,7 @@ import { loadExeca } from '../../loadExeca';
 import { stopTree, trackProcessGroup } from '../processTree';
 import { buildSdArgs, GPU_PLACEMENT, InvalidImageJobError, isVideoJob, modelInputArgs, placementArgs, UnsupportedPlacementError } from './sdArgs';
 import { DEFAULT_HANG_TIMEOUT_MS, DEFAULT_KILL_GRACE_MS } from './sdCliRunner';
-import { probeSdBinary, SdBinaryError, type SdHelpInfo } from './sdHelp';
+import { SdBinaryError, SdHelpCache, type SdHelpInfo } from './sdHelp';
 import { peakBuffers, SdLogParser } from './sdLogParser';
 import {
   cancelled,
@@ -79,23 +79,16 @@ interface Resident {
 
 /** Runs image jobs on a resident sd-server, one job at a time. */
 export class SdServerRunner implements ImageRunner {
-  private helpPromise: Promise<SdHelpInfo> | undefined;
+  private readonly help: SdHelpCache;
   private resident: Resident | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: SdServerRunnerOptions) {
-    if (options.help) this.helpPromise = Promise.resolve(options.help);
+    this.help = new SdHelpCache(options.binaryPath, () => mergedEnv(options.env), options.help);
   }
 
   capabilities(): Promise<SdHelpInfo> {
-    if (!this.helpPromise) {
-      const probe = probeSdBinary(this.options.binaryPath, { env: mergedEnv(this.options.env) });
-      this.helpPromise = probe;
-      probe.catch(() => {
-        if (this.helpPromise === probe) this.helpPromise = undefined;
-      });
-    }
-    return this.helpPromise;
+    return this.help.get();
   }
 
   /** The running server, with the weights it logged on the device (undefined before they are known). */
