@@ -374,18 +374,37 @@ export class VsCodeSession {
 
   /** Opens the light bulb menu at the cursor (Ctrl+.) and returns the titles it offers; Escape closes it. */
   async codeActions(): Promise<string[]> {
-    await this.page.keyboard.press('Control+.');
     const rows = this.page.locator('.action-widget .monaco-list-row.action');
-    await rows.first().waitFor({ state: 'visible', timeout: UI_TIMEOUT });
+    await this.openLightBulbMenu(rows.first());
     return (await rows.allInnerTexts()).map((text) => text.trim());
   }
 
   /** Opens the light bulb menu at the cursor (Ctrl+.) and applies the action titled `title`. */
   async applyCodeAction(title: string | RegExp): Promise<void> {
-    await this.page.keyboard.press('Control+.');
     const item = this.page.locator('.action-widget .monaco-list-row', { hasText: title }).first();
-    await item.waitFor({ state: 'visible', timeout: UI_TIMEOUT });
+    await this.openLightBulbMenu(item);
     await item.click();
+  }
+
+  /**
+   * Presses Ctrl+. until `shown` is visible. A key press that lands while the editor is still settling (a quick
+   * input closing, a "No code actions available" hint fading) opens nothing, so one press is not enough to be sure.
+   */
+  private async openLightBulbMenu(shown: Locator): Promise<void> {
+    const deadline = Date.now() + UI_TIMEOUT;
+    for (;;) {
+      await this.focusEditor();
+      await this.page.keyboard.press('Control+.');
+      const wait = Math.min(5 * SECOND, deadline - Date.now());
+      try {
+        await shown.waitFor({ state: 'visible', timeout: Math.max(wait, 1) });
+        return;
+      } catch (error) {
+        if (Date.now() >= deadline) throw error;
+        console.error('Ctrl+. opened no matching light bulb entry within 5 s; pressing it again.');
+        await this.page.keyboard.press('Escape');
+      }
+    }
   }
 
   /** Saves the active editor, so that its content can be read from disk. */
