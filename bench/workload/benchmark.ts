@@ -2,7 +2,7 @@
  * Runs every policy on the traces of every budget and checks VRAM Relay's targets.
  */
 
-import { checkTargets, summarize, type Summary } from './metrics';
+import { checkTargets, seconds, summarize, type Summary } from './metrics';
 import { runBothResident } from './policies/bothResident';
 import { runKeepAlive } from './policies/keepAlive';
 import { runOracle } from './policies/oracle';
@@ -15,13 +15,25 @@ import { makeTraces, type Trace } from './trace';
 import type { SdBuild } from './truth';
 
 export const POLICIES: Record<PolicyId, (trace: Trace, sdBuild: SdBuild) => Promise<PolicyRun>> = {
-  relay: runRelay,
+  relay: runRelayWithAblation,
   bothResident: runBothResident,
   unloadPerImage: runUnloadPerImage,
   staticReservation: runStaticReservation,
   keepAlive: runKeepAlive,
   oracle: runOracle,
 };
+
+/** VRAM Relay, with a note of what the LLM waiting would be without its CPU copy of the LLM. */
+async function runRelayWithAblation(trace: Trace, sdBuild: SdBuild): Promise<PolicyRun> {
+  const run = await runRelay(trace, sdBuild);
+  const without = summarize(await runRelay(trace, sdBuild, { cpuLane: false }));
+  const withLane = summarize(run);
+  run.notes.push(
+    `LLM wait p50 / p95 / mean ${seconds(withLane.waitP50Ms)} / ${seconds(withLane.waitP95Ms)} / ${seconds(withLane.waitMeanMs)}; ` +
+      `without the CPU copy of the LLM ${seconds(without.waitP50Ms)} / ${seconds(without.waitP95Ms)} / ${seconds(without.waitMeanMs)}`,
+  );
+  return run;
+}
 
 /** Every policy on one trace, one after the other (each in its own world). */
 export async function runBudget(trace: Trace, sdBuild: SdBuild): Promise<BudgetResult> {

@@ -166,7 +166,7 @@ export interface Coexistence {
 /**
  * Image jobs that cannot run beside the hot LLM even with their leanest placement (weights streamed from RAM, text
  * encoder and VAE on the CPU, flash attention, one image per run), true sizes, no margin, other programs as they are
- * when the job arrives. LLM requests that come during such a job wait for it whatever the policy.
+ * when the job arrives. LLM requests that come during such a job cannot use the GPU LLM whatever the policy.
  */
 export function coexistence(trace: Trace): Coexistence {
   const world = new World(trace);

@@ -34,6 +34,8 @@ export interface RelayRun extends PolicyRun {
 export interface RelayOptions {
   /** Every decision of the arbiter, with its reason (for looking into a run). */
   onDecision?: (decision: DecisionEvent) => void;
+  /** false: no CPU copy of the LLM (to see what it brings). */
+  cpuLane?: boolean;
 }
 
 export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', options: RelayOptions = {}): Promise<RelayRun> {
@@ -66,11 +68,14 @@ export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', optio
 
   const llm = new TrueLlm(world, llmCosts().gpuLayers);
   llm.prime('hot');
+  // The CPU copy the service starts beside an embedded LLM: no GPU layers, so no device memory.
+  const llmCpu = options.cpuLane === false ? null : new TrueLlm(world, 0);
   const sd = new TrueSdCli(world);
   const arbiter = new Arbiter({
     device: () => world.device.snapshot(),
     marginBytes: RELAY_MARGIN,
     llm,
+    llmCpu,
     image: sd,
     costs: { image: async (spec) => imageCosts(spec), llm: async () => llmCosts() },
     capabilities: () => capabilities,

@@ -104,7 +104,7 @@ function relayProblems(b: BudgetResult): string[] {
 function missNote(c: TargetCheck): string {
   const co = c.coexistence;
   if (c.pass || c.target !== 'lessWaiting' || !co) return '';
-  return ` [${co.apart} of ${co.imageJobs} image jobs (${Math.round(co.apartTimeShare * 100)}% of the image time) cannot run beside the hot LLM on this card at all: requests that come during them wait, whatever the policy]`;
+  return ` [${co.apart} of ${co.imageJobs} image jobs (${Math.round(co.apartTimeShare * 100)}% of the image time) cannot run beside the hot LLM on this card at all: requests that come during them wait for the GPU or are answered on the CPU]`;
 }
 
 function seedVerdict(s: SeedVerdicts): string {
@@ -136,7 +136,7 @@ function olderBuildRows(results: BudgetResult[]): string[][] {
 
 const POLICY_TEXT: Record<PolicyId, string> = {
   relay:
-    'The real arbiter (`sidecar/core/arbiter.ts`) with its planner and the real estimators, learning from the buffers the workers log (calibration), with the default settings: 512 MiB margin, LLM context dropped after 5 idle minutes and weights after 30, interactive LLM requests before image jobs.',
+    'The real arbiter (`sidecar/core/arbiter.ts`) with its planner and the real estimators, learning from the buffers the workers log (calibration), with the default settings: 512 MiB margin, LLM context dropped after 5 idle minutes and weights after 30, interactive LLM requests before image jobs, and a CPU copy of the LLM (no GPU layers) that answers a request while an image job holds the GPU when that is expected to end sooner than waiting (one request at a time; the CPU speeds of the true cost model are assumed, and CPU contention with sd.cpp stages on the CPU is not modelled).',
   bothResident:
     'llama-server keeps the LLM loaded all session (every layer on the GPU); sd-cli `--auto-fit` runs each image in what the driver says is free. Nothing waits for anything; what does not fit fails.',
   unloadPerImage:
@@ -188,7 +188,7 @@ export function markdownReport(result: BenchResult, command: string, svgName: st
   }
   out.push('## Targets', '');
   out.push(
-    'For the waiting target, the bracket says how much of the image work could not run beside the hot LLM on that card even with true sizes, the leanest placement and no margin: requests that arrive then wait whatever the policy. The rest of the waiting is the policy\'s own (for VRAM Relay: its margin and estimates, and plans that unload the LLM to save a few seconds of image time).',
+    'For the waiting target, the bracket says how much of the image work could not run beside the hot LLM on that card even with true sizes, the leanest placement and no margin: requests that arrive then cannot use the GPU LLM whatever the policy: they wait, or VRAM Relay answers them on its CPU copy of the LLM, one at a time and several times slower. The rest of the waiting is the policy\'s own (for VRAM Relay: its margin and estimates, and plans that unload the LLM to save a few seconds of image time).',
     '',
   );
   out.push(

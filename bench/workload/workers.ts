@@ -10,6 +10,7 @@
 
 import type { World } from './world';
 import { LLM_PID, SD_PID } from './world';
+import { CHARS_PER_TOKEN } from '../../sidecar/core/estimators/figures';
 import type { ImageArrival } from './trace';
 import type { ImageRunner, ImageRunResult, LlmControl, MeasuredBuffer, StageProgress } from '../../sidecar/core/ports';
 import {
@@ -100,7 +101,8 @@ export class TrueLlm implements LlmControl {
     const ms = this.world.llm.requestMs(request, this.gpuLayers);
     if (this.gpuLayers > 0) await this.world.gpu.run(ms, signal);
     else await this.world.clock.sleep(ms, signal);
-    const text = `${request.genTokens} tokens`;
+    // As long as the tokens it stands for, as a real answer would be.
+    const text = 'y'.repeat(request.genTokens * CHARS_PER_TOKEN);
     onText(text);
     return text;
   }

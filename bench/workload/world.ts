@@ -77,7 +77,9 @@ export class World {
     return this.device.snapshot().free;
   }
 
-  request(id: string): LlmArrival {
+  /** The trace entry a request's prompt names (its first line). */
+  request(prompt: string): LlmArrival {
+    const id = prompt.split('\n', 1)[0];
     const request = this.requests.get(id);
     if (!request) throw new Error(`No LLM request ${id} in the trace.`);
     return request;

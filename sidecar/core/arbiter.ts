@@ -20,9 +20,11 @@
 import { EventEmitter } from 'node:events';
 
 import type { JobDoneParams, JobProgressParams } from '../protocol';
+import { CpuLane } from './cpuLane';
 import { DecisionLog, type DecisionQuery, type NewDecision } from './decisionLog';
 import { DEFAULT_READING_ATTEMPTS, DEFAULT_READING_TIMEOUT_MS, DeviceReadingError, takeReading } from './deviceReading';
 import { effectiveFree, otherProgramsUse } from './effectiveFree';
+import { LlmSpeedModel } from './estimators/llmSpeed';
 import { formatBytes, formatDuration } from './format';
 import { JobQueue, PRIORITY_RANK } from './jobQueue';
 import { DEFAULT_JOB_LIMITS, type JobLimits, validateJobSpec } from './jobValidation';
@@ -35,6 +37,7 @@ import {
   nextRecoveryRung,
   planImageJob,
   planLlmJob,
+  type CpuLaneEstimate,
   type PlanFloor,
   type PlannerPolicy,
 } from './planner';
@@ -84,6 +87,13 @@ export interface ArbiterOptions {
   /** The safety margin kept free on the device. */
   marginBytes: Bytes;
   llm: LlmControl | null;
+  /**
+   * A CPU-only copy of the LLM (same model, no GPU layers, no VRAM) that answers requests while an image job holds
+   * the memory the GPU LLM needs, when that is expected to be quicker than waiting (see cpuLane.ts). Optional.
+   */
+  llmCpu?: LlmControl | null;
+  /** Seconds the CPU copy stays running after its last request (default 120). */
+  cpuLaneIdleSeconds?: number;
   image: ImageRunner | null;
   costs: ArbiterCosts;
   capabilities: () => SdCapabilities;
@@ -163,8 +173,9 @@ interface JobRecord {
   admitted: boolean;
   queueSeq?: number;
   imageCosts?: ImageJobCosts;
-  /** An LLM request that waits for an image job: retried when `imageEpoch` moves on. */
+  /** An LLM request that waits for an image job: retried when `imageEpoch` (or `cpuLaneEpoch`) moves on. */
   blockedEpoch?: number;
+  blockedLaneEpoch?: number;
   /** The last wait reason announced, so that a wait is announced once. */
   waitNoted?: string;
   /** The cancel decision is already in the history. */
@@ -191,6 +202,8 @@ interface ImageRun {
   floor?: PlanFloor;
   llmStateAtRun?: LlmState;
   roomBeforeYield?: Bytes;
+  /** When the current attempt started running. */
+  runStartedAt?: Millis;
 }
 
 type LlmPhase = 'preparing' | 'yielding' | 'waitMemory' | 'loading' | 'running';
@@ -200,6 +213,8 @@ interface LlmRun {
   spec: LlmJobSpec;
   abort: AbortController;
   phase: LlmPhase;
+  /** Text already streamed to the client (a failed request is then not run again). */
+  streamed?: boolean;
 }
 
 interface UserLlmRequest {
@@ -243,6 +258,10 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private readonly finished: string[] = [];
   private imageRun: ImageRun | null = null;
   private llmRun: LlmRun | null = null;
+  /** A request being answered on the CPU copy: it holds no VRAM and leaves `llmRun` free for the GPU LLM. */
+  private cpuRun: LlmRun | null = null;
+  /** Moves on whenever the CPU copy is free again: requests that waited for it are planned again then. */
+  private cpuLaneEpoch = 0;
 
   private llmState: LlmState;
   private llmWanted: LlmState;
@@ -270,6 +289,11 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private readonly lifetime = new AbortController();
   private idleTimer: { due: Millis; abort: AbortController } | null = null;
   private jobCounter = 0;
+  /** What LLM requests take on the GPU and on the CPU copy, learnt from the requests served. */
+  private readonly llmSpeed = new LlmSpeedModel();
+  private readonly cpuLane: CpuLane | null;
+  private readonly cpuLaneIdleMs: Millis;
+  private cpuLaneTimer: AbortController | null = null;
 
   constructor(private readonly options: ArbiterOptions) {
     super();
@@ -284,6 +308,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     this.llmState = options.llm?.state() ?? 'stopped';
     this.llmWanted = options.llmWantedState ?? this.llmState;
     this.llmLastUsedAt = this.clock.now();
+    this.cpuLane = options.llm && options.llmCpu ? new CpuLane(options.llmCpu, this.clock) : null;
+    this.cpuLaneIdleMs = Math.max(0, (options.cpuLaneIdleSeconds ?? 120) * 1000);
     if (options.llm) {
       this.spawn(
         async () => await options.costs.llm(),
@@ -397,7 +423,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     const deviceId = this.deviceId();
     return {
       queue: this.queue.toArray().map((r) => ({ ...r.info })),
-      running: [this.imageRun?.rec, this.llmRun?.rec].filter((r): r is JobRecord => !!r).map((r) => ({ ...r.info })),
+      running: [this.imageRun?.rec, this.llmRun?.rec, this.cpuRun?.rec].filter((r): r is JobRecord => !!r).map((r) => ({ ...r.info })),
       llm: {
         id: 'llm',
         state: this.llmState,
@@ -419,19 +445,25 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   /** Stops everything: queued and running jobs end as cancelled, pending requests are refused. */
   dispose(): void {
     if (this.disposed) return;
-    for (const rec of [...this.queue.toArray(), this.imageRun?.rec, this.llmRun?.rec]) {
+    for (const rec of [...this.queue.toArray(), this.imageRun?.rec, this.llmRun?.rec, this.cpuRun?.rec]) {
       if (rec && !rec.outcome) this.finish(rec, 'cancelled', 'The sidecar stopped before the job ended.');
     }
     this.imageRun?.abort.abort();
     this.llmRun?.abort.abort();
+    this.cpuRun?.abort.abort();
     this.imageRun = null;
     this.llmRun = null;
+    this.cpuRun = null;
     for (const request of this.userLlm.splice(0)) request.reject(new Error('The arbiter has stopped.'));
     this.disposed = true;
     this.lifetime.abort();
     this.idleTimer?.abort.abort();
     this.idleTimer = null;
+    this.cpuLaneTimer?.abort();
+    this.cpuLaneTimer = null;
     this.inbox.length = 0;
+    // The CPU copy's RAM is ours to give back; the GPU LLM is the service's to stop.
+    this.cpuLane?.stop().catch(() => undefined);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -482,12 +514,14 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     const llmIdle = !this.llmRun && !this.llmMove && !this.llmManaging;
 
     if (this.options.llm && llmIdle) {
-      const next = this.queue.find((r) => r.info.spec.kind === 'llm');
+      // Requests that wait for the running image job are passed over until it (or the CPU copy) frees up: one
+      // behind them may still be answered on the CPU copy meanwhile.
+      const next = this.queue.find((r) => r.info.spec.kind === 'llm' && !this.waitsForImage(r));
       // An image job waiting for the LLM to finish before it yields holds nothing yet: queued LLM requests of its
       // priority or higher go first, rather than waiting for the whole image job behind a single request.
       const waiting = this.imageRun?.phase === 'waitLlm' ? this.imageRun.rec : null;
       const ahead = next !== undefined && (!imagePlanning || (waiting !== null && PRIORITY_RANK[next.priority] <= PRIORITY_RANK[waiting.priority]));
-      if (next && ahead && next.admitted && next.blockedEpoch !== this.imageEpoch) this.startLlm(next);
+      if (next && ahead && next.admitted) this.startLlm(next);
     }
     if (this.imageRun?.phase === 'waitLlm' && !this.llmRun && !this.llmMove && !this.llmManaging) {
       this.prepareImage(this.imageRun);
@@ -498,6 +532,11 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     }
     this.maybeRestore();
     this.applyIdlePolicy();
+  }
+
+  /** An LLM request planned to wait for the image job, with nothing changed since (same image job, same CPU copy). */
+  private waitsForImage(rec: JobRecord): boolean {
+    return rec.blockedEpoch === this.imageEpoch && rec.blockedLaneEpoch === this.cpuLaneEpoch;
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -720,6 +759,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     const rec = run.rec;
     run.phase = 'running';
     run.llmStateAtRun = this.llmState;
+    run.runStartedAt = this.clock.now();
     rec.info.startedAt ??= this.clock.now();
     rec.info.attempt = run.retries + 1;
     this.setStatus(rec, 'running');
@@ -832,11 +872,13 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     if (this.llmState !== 'hot' || !plan.fits) {
       this.record({ kind: 'plan', jobId: run.rec.id, reason: plan.reason, estimate: plan.peak, measuredFree: plan.available, durationMs: plan.extraTimeMs });
     }
+    if (plan.fits && plan.lane === 'cpu') return this.runLlmOnCpu(run);
     if (!plan.fits) {
       if (this.imageHoldsMemory()) {
         // Back into its place in the queue until the image job gives its memory back.
         this.llmRun = null;
         run.rec.blockedEpoch = this.imageEpoch;
+        run.rec.blockedLaneEpoch = this.cpuLaneEpoch;
         this.queue.push(run.rec, run.rec.queueSeq);
         this.setStatus(run.rec, 'waiting');
         this.noteWait(run.rec, plan.reason);
@@ -918,15 +960,13 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.rec.info.attempt = 1;
     this.setStatus(run.rec, 'running');
     this.spawn(
-      () =>
-        this.options.llm!.run(
-          run.spec,
-          (delta) => this.post(() => this.llmRun === run && this.progress({ jobId: run.rec.id, stage: 'generating', textDelta: delta })),
-          run.abort.signal,
-        ),
+      () => this.options.llm!.run(run.spec, this.streamTo(run), run.abort.signal),
       (r) => {
         this.llmLastUsedAt = this.clock.now();
         this.llmState = this.options.llm!.state();
+        if (r.ok && run.rec.info.startedAt !== undefined) {
+          this.llmSpeed.observe('gpu', run.spec, r.value, this.clock.now() - run.rec.info.startedAt, this.llmModelBytes());
+        }
         if (this.llmRun !== run) return;
         if (r.ok) return this.endLlm(run, 'done', 'Done.', r.value);
         if (run.abort.signal.aborted) return this.endLlm(run, 'cancelled', 'Cancelled.');
@@ -935,8 +975,101 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     );
   }
 
+  private streamTo(run: LlmRun): (delta: string) => void {
+    return (delta) => {
+      run.streamed = true;
+      this.post(() => (this.llmRun === run || this.cpuRun === run) && this.progress({ jobId: run.rec.id, stage: 'generating', textDelta: delta }));
+    };
+  }
+
+  /** Answers on the CPU copy of the model (the plan chose it over waiting for the image job). */
+  private runLlmOnCpu(run: LlmRun): void {
+    const lane = this.cpuLane!;
+    this.cpuLaneTimer?.abort();
+    this.cpuLaneTimer = null;
+    if (this.llmRun === run) this.llmRun = null;
+    this.cpuRun = run;
+    run.phase = 'running';
+    run.rec.info.startedAt = this.clock.now();
+    run.rec.info.attempt = 1;
+    this.setStatus(run.rec, 'running');
+    if (!lane.running) this.progress({ jobId: run.rec.id, stage: 'waiting', message: 'starting the LLM on the CPU' });
+    const estimateMs = this.llmSpeed.estimateMs('cpu', run.spec, this.llmModelBytes());
+    this.spawn(
+      () => lane.serve(run.spec, this.streamTo(run), run.abort.signal),
+      (r) => {
+        this.cpuLaneEpoch++;
+        this.scheduleCpuLaneStop();
+        if (r.ok) this.llmSpeed.observe('cpu', run.spec, r.value.text, r.value.runMs, this.llmModelBytes());
+        if (this.cpuRun !== run) return;
+        if (r.ok) {
+          const answer = r.value;
+          this.record({
+            kind: 'answer',
+            jobId: run.rec.id,
+            reason:
+              `${run.rec.id} answered on the CPU in ${formatDuration(answer.runMs)} (est. ${formatDuration(estimateMs)})` +
+              (answer.startMs > 0 ? `, after ${formatDuration(answer.startMs)} starting the CPU copy` : ''),
+            durationMs: answer.runMs + answer.startMs,
+          });
+          return this.endLlm(run, 'done', 'Done on the CPU while an image job held the GPU.', answer.text);
+        }
+        if (run.abort.signal.aborted) return this.endLlm(run, 'cancelled', 'Cancelled.');
+        lane.failure = r.error.message;
+        this.record({
+          kind: 'worker',
+          jobId: run.rec.id,
+          reason: `the CPU copy of the LLM failed (${r.error.message}): LLM requests wait for the GPU while image jobs run, from now on`,
+        });
+        this.spawn(
+          () => lane.stop(),
+          () => undefined,
+        );
+        if (run.streamed) return this.endLlm(run, 'failed', `The LLM request failed on the CPU after part of its answer: ${r.error.message}. Ask again.`);
+        // Nothing reached the user yet: plan it again, now without the CPU copy.
+        this.cpuRun = null;
+        this.queue.push(run.rec, run.rec.queueSeq);
+        this.setStatus(run.rec, 'queued');
+      },
+    );
+  }
+
+  /** Stops the CPU copy once it has been idle for cpuLaneIdleMs, to give its RAM back. */
+  private scheduleCpuLaneStop(): void {
+    const lane = this.cpuLane;
+    if (!lane || this.disposed) return;
+    this.cpuLaneTimer?.abort();
+    const abort = new AbortController();
+    this.cpuLaneTimer = abort;
+    this.spawn(
+      () => this.clock.sleep(this.cpuLaneIdleMs, abort.signal),
+      (r) => {
+        if (!r.ok || this.cpuLaneTimer !== abort) return;
+        this.cpuLaneTimer = null;
+        if (lane.serving || !lane.running) return;
+        const idleMs = this.clock.now() - lane.lastUsedAt;
+        this.spawn(
+          () => lane.stop(),
+          (s) =>
+            this.record({
+              kind: 'worker',
+              reason: s.ok
+                ? `stopped the CPU copy of the LLM: idle for ${formatDuration(idleMs)} (gives its RAM back)`
+                : `stopping the CPU copy of the LLM failed: ${s.error.message}`,
+            }),
+        );
+      },
+    );
+  }
+
+  /** The whole model's bytes, for request-time estimates. */
+  private llmModelBytes(): Bytes {
+    return this.llmCosts?.modelBytes ?? this.llmCosts?.weights ?? 0;
+  }
+
   private endLlm(run: LlmRun, status: 'done' | 'failed' | 'cancelled', message: string, text?: string): void {
     if (this.llmRun === run) this.llmRun = null;
+    if (this.cpuRun === run) this.cpuRun = null;
     this.llmLastUsedAt = this.clock.now();
     this.finish(run.rec, status, message, text !== undefined ? { text } : {});
   }
@@ -1232,8 +1365,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
       if (image.phase !== 'running') this.endImage(image, 'cancelled', 'Cancelled before it ran.');
       return;
     }
-    const llm = this.llmRun;
-    if (llm?.rec === rec) {
+    const llm = [this.llmRun, this.cpuRun].find((r) => r?.rec === rec);
+    if (llm) {
       llm.abort.abort();
       rec.cancelNoted = true;
       this.record({ kind: 'cancel', jobId: rec.id, reason: `cancel ${rec.id} (${llm.phase})` });
@@ -1392,6 +1525,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private llmNeededSoon(): boolean {
     return (
       this.llmRun !== null ||
+      this.cpuRun !== null ||
       this.queue.some((r) => r.info.spec.kind === 'llm') ||
       this.clock.now() - this.llmLastUsedAt < this.recentUseMs
     );
@@ -1444,8 +1578,35 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         marginReserve: Math.floor(this.options.marginBytes * MARGIN_LAST_RESORT_SHARE),
       },
       llm: { state: this.llmState, costs: llmCosts, busy: false },
-      image: { state: this.imageResident.state, heldBytes: this.imageResident.heldBytes, busy: this.imageHoldsMemory() },
+      image: {
+        state: this.imageResident.state,
+        heldBytes: this.imageResident.heldBytes,
+        busy: this.imageHoldsMemory(),
+        remainingMs: this.imageRemainingMs(),
+      },
+      // One request at a time on the CPU copy: while it answers one, the next waits for whichever frees first.
+      ...(this.cpuLane?.usable && !this.cpuRun && llmCosts ? { cpu: this.cpuLaneEstimate(spec, llmCosts) } : {}),
     };
+  }
+
+  private cpuLaneEstimate(spec: LlmJobSpec, costs: LlmCosts): CpuLaneEstimate {
+    const bytes = this.llmModelBytes();
+    // Starting the copy: a process, the weights from the page cache, a context, as for the GPU LLM (until measured).
+    const startPrior = costs.startProcessMs + costs.reloadWeightsMs + costs.recreateContextMs;
+    return {
+      requestMs: this.llmSpeed.estimateMs('cpu', spec, bytes),
+      startMs: this.cpuLane!.startEstimateMs(startPrior),
+      gpuRequestMs: this.llmSpeed.estimateMs('gpu', spec, bytes),
+    };
+  }
+
+  /** The running image job's expected time left, by its plan. */
+  private imageRemainingMs(): Millis {
+    const run = this.imageRun;
+    const estimated = run?.plan?.estimatedMs;
+    if (!run || estimated === undefined) return 0;
+    const ranMs = run.phase === 'running' && run.runStartedAt !== undefined ? this.clock.now() - run.runStartedAt : 0;
+    return Math.max(0, estimated - ranMs);
   }
 
   private breakdown(): BreakdownPart[] {

@@ -15,6 +15,6 @@ export {
   type PlannerImageResident,
   type PlanFloor,
 } from './planning/imagePlanner';
-export { planLlmJob, llmBytesToHot, type LlmPlanInput } from './planning/llmPlanner';
+export { planLlmJob, llmBytesToHot, type CpuLaneEstimate, type LlmPlanInput } from './planning/llmPlanner';
 export { llmFootprint, llmRestoreMs, llmLevel, describeLlmYield } from './planning/llmFootprint';
 export { DEFAULT_PLANNER_POLICY, MARGIN_LAST_RESORT_SHARE, type PlannerPolicy } from './planning/policy';

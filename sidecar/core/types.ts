@@ -107,6 +107,8 @@ export interface LlmCosts {
   recreateContextMs: Millis;
   /** Time to start the worker process (cold <- stopped). */
   startProcessMs: Millis;
+  /** Every tensor's bytes (the whole model, wherever it runs): what a token's generation reads. */
+  modelBytes?: Bytes;
 }
 
 /** The three parts of an image model. */
@@ -154,6 +156,9 @@ export interface ImageJobCosts {
 // Jobs
 
 export type JobPriority = 'interactive' | 'normal' | 'batch';
+
+/** Where an LLM request is served: the GPU LLM, or its CPU copy (see planning/llmPlanner.ts). */
+export type LlmLane = 'gpu' | 'cpu';
 
 export type LlmTask = 'completion' | 'infill' | 'chat' | 'enhancePrompt' | 'tagImage';
 
@@ -265,6 +270,13 @@ export interface Plan {
   available: Bytes;
   /** Expected time added by the safer options and the yields, versus running everything on the GPU. */
   extraTimeMs: Millis;
+  /** Image jobs: the job's expected time from its start to its end under this plan (yields included). */
+  estimatedMs?: Millis;
+  /**
+   * LLM requests: where the request runs. `cpu`: on the CPU copy of the model, because an image job holds the GPU
+   * memory the LLM needs and waiting for it is expected to take longer (no VRAM is used).
+   */
+  lane?: LlmLane;
   /** One sentence: why this plan (e.g. `estimate 6.5 GB for VAE decode 1024x1024, free 3.1 GB -> tiled decode`). */
   reason: string;
   /** When nothing fits: what would (smaller size, another model, freeing other programs' memory). */
@@ -293,7 +305,9 @@ export type DecisionKind =
   | 'cancel'
   | 'fail'
   | 'calibrate'
-  | 'worker';
+  | 'worker'
+  /** An LLM request answered off the GPU (on the CPU copy): what it took against its estimate. */
+  | 'answer';
 
 export interface DecisionEvent {
   seq: number;

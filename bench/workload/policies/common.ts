@@ -4,7 +4,7 @@
  */
 
 import { layersThatFit } from '../../../sidecar/core/estimators/llmEstimator';
-import { SDCPP_AUTO_FIT } from '../../../sidecar/core/estimators/figures';
+import { CHARS_PER_TOKEN, SDCPP_AUTO_FIT } from '../../../sidecar/core/estimators/figures';
 import type { Bytes, ImagePlacement, LlmJobSpec, LlmState } from '../../../sidecar/core/types';
 import type { ImageModel } from '../catalog';
 import { LLM_CONTEXT, LLM_META } from '../catalog';
@@ -48,9 +48,16 @@ export async function runAutoFit(session: Session, sd: TrueSdCli, job: ImageArri
   else session.end(job.id, 'failed', `${result.failure}${result.stage ? ` during ${result.stage}` : ''}: ${result.message}`);
 }
 
-/** The spec a request is served with (the prompt names the trace entry). */
+/** The extension's caps on generated tokens (src/llmTasks.ts): completions 64, questions 768, enhancements 220. */
+const MAX_TOKENS: Record<LlmArrival['task'], number> = { completion: 64, chat: 768, enhancePrompt: 220 };
+
+/**
+ * The spec a request is served with: its prompt's first line names the trace entry, and the prompt is as long as
+ * its tokens (CHARS_PER_TOKEN characters each), so that the arbiter sees what it would see in the editor.
+ */
 export function llmSpec(job: LlmArrival): LlmJobSpec {
-  return { kind: 'llm', task: job.task, contextSize: LLM_CONTEXT, prompt: job.id, maxTokens: job.genTokens };
+  const prompt = `${job.id}\n`.padEnd(job.promptTokens * CHARS_PER_TOKEN, 'x');
+  return { kind: 'llm', task: job.task, contextSize: LLM_CONTEXT, prompt, maxTokens: MAX_TOKENS[job.task] };
 }
 
 /** Moves the LLM to `target`; false (and the LLM stopped) when llama.cpp aborted for lack of memory. */

@@ -254,3 +254,22 @@ export const VAE_DECODE_CPU_MS_PER_MPX = 2500;
  * launch cost per tile (assumed).
  */
 export const VAE_TILE_OVERHEAD_MS = 5;
+
+// ---------------------------------------------------------------------------------------------------------------
+// LLM request time (for choosing between waiting for the GPU and answering on the CPU)
+
+/**
+ * Generating a token reads every weight once, so generation speed is memory bandwidth / model bytes. Effective
+ * bandwidth llama.cpp reaches (assumed): a desktop's dual-channel DDR4/DDR5 has 40-90 GB/s in theory and token
+ * generation gets about half; a mid-range GPU about 300 GB/s. What requests really take replaces these
+ * (LlmSpeedModel).
+ */
+export const LLM_GEN_BYTES_PER_MS = { cpu: 25e9 / 1000, gpu: 300e9 / 1000 } as const;
+/** Prompt tokens go through in batches, so they are that many times faster than generated ones (assumed). */
+export const LLM_PROMPT_SPEEDUP = { cpu: 10, gpu: 40 } as const;
+/** Per request: tokenizing, sampling setup, the reply's framing (assumed). */
+export const LLM_REQUEST_OVERHEAD_MS = 50;
+/** Characters per token of English text and code for common tokenizers (assumed; 3-4.5 in practice). */
+export const CHARS_PER_TOKEN = 4;
+/** Tokens a request is expected to generate before any has been seen for its task: half its cap, or this. */
+export const LLM_DEFAULT_OUTPUT_TOKENS = 128;

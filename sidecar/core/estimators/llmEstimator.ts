@@ -123,6 +123,7 @@ export function estimateLlm(meta: LlmModelMeta, options: LlmEstimateOptions, cal
     reloadWeightsMs: Math.round(calibratedValue(calibration, { ...query, key: CALIBRATION_KEYS.llmReloadMs, setting: '', scale: weights.value }, reloadPrior).value),
     recreateContextMs: Math.round(calibratedValue(calibration, { ...query, key: CALIBRATION_KEYS.llmContextMs, setting: '' }, contextPrior).value),
     startProcessMs: Math.round(calibratedValue(calibration, { ...query, key: CALIBRATION_KEYS.llmStartMs, setting: '' }, LLM_PROCESS_START_MS).value),
+    modelBytes: meta.tensorBytes,
   };
 }
 

@@ -69,6 +69,8 @@ export interface PlannerImageResident {
   heldBytes: Bytes;
   /** An image job is running (used by LLM plans). */
   busy?: boolean;
+  /** The running image job's expected time left, by its plan (used by LLM plans). */
+  remainingMs?: Millis;
 }
 
 /** A plan the new one must be at least as safe as, in every dimension (recovery after a failed run). */
@@ -122,6 +124,8 @@ interface Evaluated {
   /** The first GPU buffer above the driver's single-allocation cap, if any. */
   overCap?: { stage: StageName; bytes: Bytes };
   extraMs: Millis;
+  /** The job's expected time from start to end (Score.runMs). */
+  runMs: Millis;
   degradations: number;
 }
 
@@ -332,6 +336,8 @@ interface Score {
   extraMs: Millis;
   /** What plans are ranked by: extraMs plus the LLM waiting a yield is expected to cause during the job. */
   costMs: Millis;
+  /** The job's expected time from start to end: its stages, safer placements, split runs and yields. */
+  runMs: Millis;
   degradations: number;
 }
 
@@ -409,17 +415,16 @@ function scoreOf(ctx: Ctx, choice: Choice, f: Footprint = footprintOf(ctx, choic
     choice.llm > ctx.llmLevelNow ? policy.yieldSettleMs + llmRestoreMs(input.llm.costs, f.llmTo, input.llm.state) * ctx.restoreWeight : 0;
   // Requests that come while the job runs with the LLM off the GPU wait for its end (see policy.ts).
   const rate = input.llm.costs ? Math.max(0, input.llm.requestRatePerMs ?? 0) : 0;
+  const jobMs = t.textEncodeMs + t.samplingMs + t.vaeDecodeMs + placementMs + batchMs;
   let unavailableMs = 0;
-  if (rate > 0 && choice.llm > 0) {
-    const jobMs = t.textEncodeMs + t.samplingMs + t.vaeDecodeMs + placementMs + batchMs;
-    unavailableMs = (policy.llmWaitWeight * rate * jobMs * jobMs) / 2;
-  }
+  if (rate > 0 && choice.llm > 0) unavailableMs = (policy.llmWaitWeight * rate * jobMs * jobMs) / 2;
   return {
     fits: ownPeak <= f.room && !overCapOf(ctx, f),
     ownPeak,
     room: f.room,
     extraMs: placementMs + batchMs + yieldMs,
     costMs: placementMs + batchMs + yieldMs + unavailableMs,
+    runMs: jobMs + yieldMs,
     degradations: choice.llm - ctx.llmLevelNow + choice.te + choice.diffusion + choice.vae + choice.flash + (runs > 1 ? 1 : 0),
   };
 }
@@ -472,6 +477,7 @@ function evaluate(ctx: Ctx, choice: Choice): Evaluated {
     fits: score.fits,
     overCap: overCapOf(ctx, f),
     extraMs: score.extraMs,
+    runMs: score.runMs,
     degradations: score.degradations,
   };
 }
@@ -498,6 +504,7 @@ function toPlan(ctx: Ctx, e: Evaluated, reason: string, suggestions: string[]): 
     peak: e.peak,
     available: input.device.effectiveFree,
     extraTimeMs: Math.round(e.extraMs),
+    estimatedMs: Math.round(e.runMs),
     reason,
     suggestions,
   };

@@ -2,14 +2,15 @@
  * The LLM-request planner: a request needs the LLM hot (weights + context on the GPU). A pure function of the
  * LLM's costs and state, the device and the image worker.
  *
- * Policy when the LLM does not fit because an image job holds the memory: the request WAITS for the image job to
- * end (`fits: false`, the reason says so); it does not load with fewer GPU layers. Image jobs end in seconds to a
- * minute, whereas an LLM on fewer GPU layers runs several times slower for as long as it stays loaded, and its
- * layer count is fixed until the next reload. An idle resident sd-server, by contrast, is stopped to make room.
+ * Policy when the LLM does not fit because an image job holds the memory: the request is answered by the CPU copy
+ * of the model (`lane: 'cpu'`) when there is one and that is expected to end sooner than waiting for the image job
+ * and then loading the LLM; otherwise it WAITS for the image job to end (`fits: false`, the reason says so). It
+ * never loads the GPU LLM with fewer layers: its layer count is fixed until the next reload, so it would stay
+ * several times slower long after the image job. An idle resident sd-server, by contrast, is stopped to make room.
  */
 
 import { formatBytes, formatDuration } from '../format';
-import type { Bytes, LlmJobSpec, Plan, StagePlan, YieldStep } from '../types';
+import type { Bytes, LlmJobSpec, Millis, Plan, StagePlan, YieldStep } from '../types';
 import type { PlannerDevice, PlannerImageResident, PlannerLlm } from './imagePlanner';
 import { llmFootprint, llmRestoreMs } from './llmFootprint';
 
@@ -19,6 +20,17 @@ export interface LlmPlanInput {
   device: PlannerDevice;
   llm: PlannerLlm;
   image: PlannerImageResident;
+  /** The CPU copy of the model, when one may serve requests: what this request is expected to take there. */
+  cpu?: CpuLaneEstimate;
+}
+
+export interface CpuLaneEstimate {
+  /** The request on the CPU copy. */
+  requestMs: Millis;
+  /** Starting the CPU copy first (0 when it is running). */
+  startMs: Millis;
+  /** The same request on the GPU LLM once it is hot. */
+  gpuRequestMs: Millis;
 }
 
 export function planLlmJob(input: LlmPlanInput): Plan {
@@ -83,12 +95,29 @@ export function planLlmJob(input: LlmPlanInput): Plan {
     };
   }
   if (image.busy) {
-    return {
-      ...common,
-      fits: false,
-      yields: [],
-      reason: `${loadText} needs ${formatBytes(need)}, free ${formatBytes(device.effectiveFree)} while an image job holds memory -> wait for it to end (the LLM keeps all its GPU layers)`,
-    };
+    const blocked = `${loadText} needs ${formatBytes(need)}, free ${formatBytes(device.effectiveFree)} while an image job holds memory`;
+    const cpu = input.cpu;
+    if (!cpu) return { ...common, fits: false, yields: [], reason: `${blocked} -> wait for it to end (the LLM keeps all its GPU layers)` };
+    // Waiting: the image job's time left, then loading the LLM, then the request on the GPU.
+    const waitMs = (image.remainingMs ?? 0) + restoreMs + cpu.gpuRequestMs;
+    const cpuMs = cpu.startMs + cpu.requestMs;
+    const compare = `on the CPU est. ${formatDuration(cpuMs)}${cpu.startMs > 0 ? ` with its start` : ''}, waiting est. ${formatDuration(waitMs)}`;
+    if (cpuMs < waitMs) {
+      return {
+        jobId: input.jobId,
+        deviceId: device.id,
+        available: device.effectiveFree,
+        fits: true,
+        lane: 'cpu',
+        yields: [],
+        stages: [],
+        peak: 0,
+        extraTimeMs: Math.max(0, Math.round(cpuMs - cpu.gpuRequestMs)),
+        reason: `${blocked} -> answer on the CPU (${compare}; no VRAM used)`,
+        suggestions: [],
+      };
+    }
+    return { ...common, fits: false, yields: [], reason: `${blocked} -> wait for it to end (${compare})` };
   }
   const shortfall = need - device.effectiveFree - imageHeld;
   const suggestions = [`a smaller context or a smaller/more quantized LLM: the KV cache for ${costs.contextSize} tokens takes ${formatBytes(costs.kvCache)}`];

@@ -1,0 +1,72 @@
+/**
+ * The CPU lane: a CPU-only copy of the LLM that answers requests while an image job holds the GPU memory the LLM
+ * needs (planning/llmPlanner.ts decides when). It uses no VRAM, so it stays outside the budget; it does use RAM
+ * (the weights, mapped from the page cache the GPU LLM loaded them through, and its own KV cache), so the arbiter
+ * starts it on first use and stops it once it has been idle a while. Once it has failed it is set aside: requests
+ * then wait for the GPU LLM as they would without it.
+ */
+
+import type { Clock, LlmControl } from './ports';
+import type { LlmJobSpec, Millis } from './types';
+
+export interface CpuLaneAnswer {
+  text: string;
+  /** Time spent starting the lane for this request (0 when it was running). */
+  startMs: Millis;
+  /** Time the request itself took. */
+  runMs: Millis;
+}
+
+export class CpuLane {
+  /** Why the lane is out of use, once it has failed. */
+  failure: string | null = null;
+  /** When it last answered (or failed to). */
+  lastUsedAt: Millis = -Infinity;
+  private busy = false;
+  private lastStartMs: Millis | null = null;
+
+  constructor(
+    readonly control: LlmControl,
+    private readonly clock: Clock,
+  ) {}
+
+  get usable(): boolean {
+    return this.failure === null;
+  }
+
+  get running(): boolean {
+    return this.control.state() === 'hot';
+  }
+
+  get serving(): boolean {
+    return this.busy;
+  }
+
+  /** Expected time to start it before a request: 0 when running, what it took last time, or `prior`. */
+  startEstimateMs(prior: Millis): Millis {
+    return this.running ? 0 : (this.lastStartMs ?? prior);
+  }
+
+  /** Starts the lane when it is not running, then answers `spec`. */
+  async serve(spec: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
+    this.busy = true;
+    try {
+      let startMs = 0;
+      if (!this.running) {
+        startMs = (await this.control.setState('hot', signal)).tookMs;
+        this.lastStartMs = startMs;
+      }
+      const started = this.clock.now();
+      const text = await this.control.run(spec, onText, signal);
+      return { text, startMs, runMs: this.clock.now() - started };
+    } finally {
+      this.busy = false;
+      this.lastUsedAt = this.clock.now();
+    }
+  }
+
+  /** Stops the lane's process, giving its RAM back. */
+  async stop(): Promise<void> {
+    if (this.control.state() !== 'stopped') await this.control.setState('stopped');
+  }
+}
