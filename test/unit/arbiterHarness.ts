@@ -185,6 +185,45 @@ export class FakeLlm implements LlmControl {
   }
 }
 
+/** The CPU copy of the LLM: no device memory, a start time, a request time, and failures on demand. */
+export class FakeCpuLlm implements LlmControl {
+  private current: LlmState = 'stopped';
+  readonly moves: LlmState[] = [];
+  readonly served: string[] = [];
+  startMs = 1500;
+  runMs = 3000;
+  /** Makes the next start (or request, after `afterText` text) fail with this message. */
+  failStart?: string;
+  failRun?: { message: string; afterText: boolean };
+
+  constructor(private readonly clock: Clock) {}
+
+  state(): LlmState {
+    return this.current;
+  }
+
+  async setState(target: LlmState, signal?: AbortSignal): Promise<{ tookMs: number; measured: [] }> {
+    const started = this.clock.now();
+    await this.clock.sleep(target === 'hot' ? this.startMs : 10, signal);
+    if (target === 'hot' && this.failStart) throw new Error(this.failStart);
+    this.current = target;
+    this.moves.push(target);
+    return { tookMs: this.clock.now() - started, measured: [] };
+  }
+
+  async run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
+    if (this.current !== 'hot') throw new Error(`asked to run while ${this.current}`);
+    const failure = this.failRun;
+    if (failure?.afterText) onText('partial ');
+    await this.clock.sleep(this.runMs, signal);
+    if (failure) throw new Error(failure.message);
+    const text = `cpu answer to ${job.prompt ?? job.task}`;
+    onText(text);
+    this.served.push(job.prompt ?? job.task);
+    return text;
+  }
+}
+
 export interface ImageRunRecord {
   jobId: string;
   seed: number;
@@ -292,6 +331,8 @@ export interface Rig {
   clock: VirtualClock;
   device: SimulatedDevice;
   llm: FakeLlm;
+  /** The CPU copy of the LLM, when the rig has one (`cpuLane`). */
+  cpu: FakeCpuLlm | null;
   image: FakeImageRunner;
   arbiter: Arbiter;
   decisions: DecisionEvent[];
@@ -310,6 +351,8 @@ export interface RigOptions {
   capabilities?: SdCapabilities;
   arbiter?: Partial<ArbiterOptions>;
   noLlm?: boolean;
+  /** Give the arbiter a CPU copy of the LLM. */
+  cpuLane?: boolean;
 }
 
 export function makeRig(options: RigOptions = {}): Rig {
@@ -321,11 +364,13 @@ export function makeRig(options: RigOptions = {}): Rig {
   clock.advance((options.device?.driverLagMs ?? 0) + 1000);
   const estimate = options.estimate ?? SDXL_1024;
   const image = new FakeImageRunner(device, clock, options.truth ?? estimate);
+  const cpu = options.cpuLane ? new FakeCpuLlm(clock) : null;
   const decisions: DecisionEvent[] = [];
   const arbiter = new Arbiter({
     device: () => device.snapshot(),
     marginBytes: 256 * MiB,
     llm: options.noLlm ? null : llm,
+    llmCpu: cpu,
     image,
     costs: {
       image: async (spec) => {
@@ -347,6 +392,7 @@ export function makeRig(options: RigOptions = {}): Rig {
     clock,
     device,
     llm,
+    cpu,
     image,
     arbiter,
     decisions,

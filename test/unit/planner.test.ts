@@ -369,6 +369,54 @@ describe('planLlmJob', () => {
     assert.match(plan.reason, /needs 5\.4 GB, free 1\.0 GB while an image job holds memory -> wait for it to end/);
   });
 
+  describe('with a CPU copy of the LLM', () => {
+    const busyImage = (remainingMs: number) => ({ state: 'stopped' as const, heldBytes: 0, busy: true, remainingMs });
+    const input = (remainingMs: number, cpu: { requestMs: number; startMs: number; gpuRequestMs: number }) => ({
+      jobId: 'l',
+      spec: { contextSize: 4096 },
+      device: device(1 * GiB),
+      llm: { state: 'cold' as const, costs: LLM_7B_8K, busy: false },
+      image: busyImage(remainingMs),
+      cpu,
+    });
+    // Waiting = time left + loading the LLM (weights + context) + the request on the GPU.
+    const waitFor = (remainingMs: number, gpuRequestMs: number) => remainingMs + LLM_7B_8K.reloadWeightsMs + LLM_7B_8K.recreateContextMs + gpuRequestMs;
+
+    it('answers on the CPU when that ends sooner than waiting, using no VRAM', () => {
+      const plan = planLlmJob(input(60_000, { requestMs: 20_000, startMs: 2000, gpuRequestMs: 1000 }));
+      assert.equal(plan.fits, true);
+      assert.equal(plan.lane, 'cpu');
+      assert.equal(plan.peak, 0);
+      assert.deepEqual(plan.yields, []);
+      assert.deepEqual(plan.stages, []);
+      assert.equal(plan.extraTimeMs, 21_000);
+      assert.equal(
+        plan.reason,
+        `LLM weights and context needs 5.4 GB, free 1.0 GB while an image job holds memory -> answer on the CPU (on the CPU est. 22.0 s with its start, waiting est. ${formatDuration(waitFor(60_000, 1000))}; no VRAM used)`,
+      );
+    });
+
+    it('waits when the image job ends sooner than the CPU would answer', () => {
+      const plan = planLlmJob(input(10_000, { requestMs: 20_000, startMs: 0, gpuRequestMs: 1000 }));
+      assert.equal(plan.fits, false);
+      assert.equal(plan.lane, undefined);
+      assert.match(plan.reason, /-> wait for it to end \(on the CPU est\. 20\.0 s, waiting est\. [\d.]+ s\)$/);
+    });
+
+    it('counts starting the copy: a request it would answer in time goes to the GPU when the start tips it over', () => {
+      const wait = waitFor(15_000, 500);
+      assert.equal(planLlmJob(input(15_000, { requestMs: wait - 1000, startMs: 0, gpuRequestMs: 500 })).lane, 'cpu');
+      assert.equal(planLlmJob(input(15_000, { requestMs: wait - 1000, startMs: 2000, gpuRequestMs: 500 })).fits, false);
+    });
+
+    it('is not used when the GPU LLM can load now', () => {
+      const plan = planLlmJob({ ...input(60_000, { requestMs: 1, startMs: 0, gpuRequestMs: 1 }), device: device(8 * GiB) });
+      assert.equal(plan.fits, true);
+      assert.equal(plan.lane, undefined);
+      assert.equal(plan.llmTarget, 'hot');
+    });
+  });
+
   it('stops an idle sd-server to make room', () => {
     const plan = planLlmJob({
       jobId: 'l',

@@ -1,0 +1,130 @@
+import { afterEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { GiB, type ImageJobCosts } from '../../sidecar/core/types';
+import { FakeCpuLlm, SDXL_1024, imageSpec, llmSpec, makeRig, until, within, type Rig } from './arbiterHarness';
+
+let rig: Rig | undefined;
+afterEach(() => {
+  rig?.dispose();
+  rig = undefined;
+});
+
+/** An SDXL job whose sampling takes `samplingMs` (in the estimate and in truth). */
+function sdxlTaking(samplingMs: number): ImageJobCosts {
+  return { ...SDXL_1024, time: { ...SDXL_1024.time, samplingMs } };
+}
+
+/** 15 GB left by other programs: the hot LLM and an SDXL 1024 job do not fit together, so the LLM yields. */
+function laneRig(samplingMs: number, options: { cpuLane?: boolean; idleSeconds?: number } = {}): Rig & { cpu: FakeCpuLlm } {
+  const made = makeRig({
+    device: { otherUse: 9 * GiB },
+    estimate: sdxlTaking(samplingMs),
+    cpuLane: options.cpuLane ?? true,
+    arbiter: { recentUseMs: 0, ...(options.idleSeconds !== undefined ? { cpuLaneIdleSeconds: options.idleSeconds } : {}) },
+  });
+  return made as Rig & { cpu: FakeCpuLlm };
+}
+
+async function imageRunning(r: Rig): Promise<string> {
+  const img = r.arbiter.submit(imageSpec());
+  await until(() => r.arbiter.job(img.id)?.status === 'running', 'the image job to run');
+  return img.id;
+}
+
+describe('Arbiter: the CPU copy of the LLM', () => {
+  it('answers a request on the CPU while an image job holds the GPU, leaving the GPU LLM yielded', async () => {
+    const made = laneRig(120_000);
+    rig = made;
+    const { arbiter, llm } = rig;
+    const imgId = await imageRunning(rig);
+    const req = arbiter.submit(llmSpec({ prompt: 'hello', maxTokens: 16 }));
+    const reqDone = await within(arbiter.waitFor(req.id));
+    assert.equal(reqDone.job.status, 'done', reqDone.job.message);
+    assert.match(reqDone.job.message!, /on the CPU while an image job held the GPU/);
+    assert.equal(reqDone.text, 'cpu answer to hello');
+    assert.equal(arbiter.job(imgId)?.status, 'running', 'answered before the image job ended');
+    assert.deepEqual(made.cpu.served, ['hello']);
+    assert.deepEqual(llm.served, []);
+    assert.deepEqual(llm.moves, ['cold'], 'the GPU LLM did not climb back during the image job');
+
+    const plan = rig.decisions.find((d) => d.kind === 'plan' && d.jobId === req.id)!;
+    assert.match(plan.reason, /while an image job holds memory -> answer on the CPU \(on the CPU est\. [\d.]+ s with its start, waiting est\. [\d.]+ (s|min)/);
+    const answer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === req.id)!;
+    assert.match(answer.reason, /answered on the CPU in 3\.0 s \(est\. [\d.]+ (ms|s)\), after 1\.5 s starting the CPU copy/);
+    assert.equal(answer.durationMs, 4500);
+
+    const imgDone = await within(arbiter.waitFor(imgId));
+    assert.equal(imgDone.job.status, 'done');
+    await until(() => llm.state() === 'hot', 'the GPU LLM to come back after the image job');
+  });
+
+  it('waits for the GPU when the image job ends sooner than the CPU would answer', async () => {
+    const made = laneRig(4000);
+    rig = made;
+    const { arbiter, llm } = rig;
+    await imageRunning(rig);
+    // 768 tokens at most, half expected: about a minute on the CPU, against a 4 s image job.
+    const req = arbiter.submit(llmSpec({ task: 'chat', prompt: 'explain this file', maxTokens: 768 }));
+    const done = await within(arbiter.waitFor(req.id));
+    assert.equal(done.job.status, 'done', done.job.message);
+    assert.equal(done.job.message, 'Done.');
+    assert.deepEqual(made.cpu.served, []);
+    assert.deepEqual(made.cpu.moves, [], 'the CPU copy was not started');
+    assert.deepEqual(llm.served, ['explain this file']);
+    const wait = rig.decisions.find((d) => d.kind === 'wait' && d.jobId === req.id)!;
+    assert.match(wait.reason, /-> wait for it to end \(on the CPU est\. 1 min [\d.]+ s with its start, waiting est\. [\d.]+ s\)/);
+  });
+
+  it('a CPU copy that cannot start is set aside: the request waits for the GPU LLM and is answered there', async () => {
+    const made = laneRig(120_000);
+    rig = made;
+    made.cpu.failStart = 'not enough RAM for the model';
+    const { arbiter, llm } = rig;
+    const imgId = await imageRunning(rig);
+    const req = arbiter.submit(llmSpec({ prompt: 'hello', maxTokens: 16 }));
+    const done = await within(arbiter.waitFor(req.id));
+    assert.equal(done.job.status, 'done', done.job.message);
+    assert.equal(done.job.message, 'Done.');
+    assert.deepEqual(llm.served, ['hello']);
+    const imgDone = await within(arbiter.waitFor(imgId));
+    assert.ok(imgDone.job.endedAt! <= done.job.startedAt!, 'served on the GPU after the image job');
+    const failure = rig.decisions.find((d) => d.kind === 'worker' && d.jobId === req.id)!;
+    assert.match(failure.reason, /the CPU copy of the LLM failed \(not enough RAM for the model\): LLM requests wait for the GPU/);
+
+    // The next image job: the copy is not tried again.
+    made.cpu.failStart = undefined;
+    await imageRunning(rig);
+    const next = arbiter.submit(llmSpec({ prompt: 'again', maxTokens: 16 }));
+    const nextDone = await within(arbiter.waitFor(next.id));
+    assert.equal(nextDone.job.message, 'Done.');
+    assert.deepEqual(made.cpu.served, []);
+  });
+
+  it('a request that fails on the CPU after part of its answer is reported, not run twice', async () => {
+    const made = laneRig(120_000);
+    rig = made;
+    made.cpu.failRun = { message: 'worker exited with code 134', afterText: true };
+    const { arbiter, llm } = rig;
+    await imageRunning(rig);
+    const req = arbiter.submit(llmSpec({ prompt: 'hello', maxTokens: 16 }));
+    const done = await within(arbiter.waitFor(req.id));
+    assert.equal(done.job.status, 'failed');
+    assert.match(done.job.message!, /failed on the CPU after part of its answer: worker exited with code 134\. Ask again\./);
+    assert.deepEqual(llm.served, []);
+  });
+
+  it('stops the CPU copy once it has been idle, to give its RAM back', async () => {
+    const made = laneRig(120_000, { idleSeconds: 30 });
+    rig = made;
+    const { arbiter } = rig;
+    await imageRunning(rig);
+    const req = arbiter.submit(llmSpec({ prompt: 'hello', maxTokens: 16 }));
+    const done = await within(arbiter.waitFor(req.id));
+    const answeredAt = done.job.endedAt!;
+    await until(() => made.cpu.state() === 'stopped' && made.cpu.moves.length === 2, 'the CPU copy to stop');
+    const stop = rig.decisions.find((d) => d.kind === 'worker' && /stopped the CPU copy/.test(d.reason))!;
+    assert.match(stop.reason, /idle for 30\.0 s \(gives its RAM back\)/);
+    assert.ok(stop.at >= answeredAt + 30_000);
+  });
+});

@@ -1,0 +1,59 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { LlmSpeedModel, priorRequestMs, promptTokensOf, tokensOfText } from '../../../sidecar/core/estimators/llmSpeed';
+import { GiB, type LlmJobSpec } from '../../../sidecar/core/types';
+
+const MODEL = 4 * GiB;
+const spec = (overrides: Partial<LlmJobSpec> = {}): LlmJobSpec => ({ kind: 'llm', task: 'chat', contextSize: 8192, prompt: 'x'.repeat(4000), maxTokens: 200, ...overrides });
+
+describe('LLM request time', () => {
+  it('counts prompt tokens over the prompt, the messages and the fill-in-the-middle parts', () => {
+    assert.equal(tokensOfText('abcdefgh'), 2);
+    assert.equal(promptTokensOf({ prompt: 'abcd', prefix: 'abcdefgh', suffix: 'ab', messages: [{ role: 'user', content: 'abcdef' }] }), 5);
+    assert.equal(promptTokensOf({}), 0);
+  });
+
+  it('the prior: generation reads the whole model per token; the CPU is several times slower than the GPU', () => {
+    const size = { promptTokens: 1000, outputTokens: 100 };
+    const cpu = priorRequestMs('cpu', size, MODEL);
+    const gpu = priorRequestMs('gpu', size, MODEL);
+    // 4 GiB at 25 GB/s: 172 ms a generated token, 17 ms a prompt token.
+    assert.ok(Math.abs(cpu - (50 + 1000 * 17.18 + 100 * 171.8)) < 5, `cpu ${cpu}`);
+    assert.ok(cpu / gpu > 10, `cpu ${cpu} vs gpu ${gpu}`);
+    assert.ok(priorRequestMs('cpu', size, 2 * MODEL) > 1.9 * cpu - 100, 'twice the model, about twice the time');
+  });
+
+  it('expects half the cap of output until a request of the task has been seen, then what the task produced', () => {
+    const model = new LlmSpeedModel();
+    assert.equal(model.expectedOutputTokens({ task: 'chat', maxTokens: 200 }), 100);
+    assert.equal(model.expectedOutputTokens({ task: 'chat' }), 128);
+    model.observe('gpu', spec(), 'y'.repeat(160), 1000, MODEL);
+    assert.equal(model.expectedOutputTokens({ task: 'chat', maxTokens: 200 }), 40);
+    assert.equal(model.expectedOutputTokens({ task: 'chat', maxTokens: 10 }), 10, 'never above the cap');
+    assert.equal(model.expectedOutputTokens({ task: 'completion', maxTokens: 64 }), 32, 'per task');
+  });
+
+  it('learns each lane\'s speed from what requests took: the first replaces the prior, later ones move it part way', () => {
+    const model = new LlmSpeedModel();
+    const request = spec();
+    const answer = 'y'.repeat(400);
+    const prior = priorRequestMs('cpu', { promptTokens: 1000, outputTokens: 100 }, MODEL);
+    const first = model.observe('cpu', request, answer, prior * 2, MODEL);
+    assert.equal(first.estimateMs, Math.round(prior), 'estimated with the prior before it learnt');
+    assert.equal(model.measured('cpu'), true);
+    assert.equal(model.measured('gpu'), false);
+    assert.equal(model.estimateMs('cpu', request, MODEL), Math.round(prior * 2));
+    // A request that took the prior's time again: 30% of the way back, in log space.
+    model.observe('cpu', request, answer, prior, MODEL);
+    assert.ok(Math.abs(model.estimateMs('cpu', request, MODEL) - prior * 2 ** 0.7) < 2);
+    // The GPU lane is untouched.
+    assert.equal(model.estimateMs('gpu', request, MODEL), Math.round(priorRequestMs('gpu', { promptTokens: 1000, outputTokens: 100 }, MODEL)));
+  });
+
+  it('ignores a request that took no time', () => {
+    const model = new LlmSpeedModel();
+    model.observe('cpu', spec(), 'y'.repeat(400), 0, MODEL);
+    assert.equal(model.measured('cpu'), false);
+  });
+});
