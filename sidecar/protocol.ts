@@ -39,6 +39,11 @@ export interface SidecarSettings {
     idleWarmSeconds: number;
     /** Seconds of inactivity after which the LLM drops its weights (0 = never). */
     idleColdSeconds: number;
+    /**
+     * Answer requests with a CPU copy of the model while an image job holds the GPU memory the LLM needs, when
+     * that is quicker than waiting (embedded engine only). Optional: a client that does not send it gets true.
+     */
+    cpuWhileImageRuns?: boolean;
   };
   image: {
     /** sd-cli / sd / sd-server binary; empty means look on PATH. */

@@ -34,6 +34,7 @@ export const SETTING_DEFAULTS = {
   'llm.contextSize': 4096,
   'llm.idleWarmSeconds': 300,
   'llm.idleColdSeconds': 1800,
+  'llm.cpuWhileImageRuns': true,
   'image.binaryPath': '',
   'image.modelPath': '',
   'image.keepResident': true,
@@ -83,6 +84,7 @@ export function toSidecarSettings(get: SettingGetter, context: SettingsContext):
       contextSize: Math.round(num(get, 'llm.contextSize', 256, 1_048_576)),
       idleWarmSeconds: num(get, 'llm.idleWarmSeconds', 0, 86_400),
       idleColdSeconds: num(get, 'llm.idleColdSeconds', 0, 86_400),
+      cpuWhileImageRuns: get('llm.cpuWhileImageRuns') !== false,
     },
     image: {
       binaryPath: str(get, 'image.binaryPath'),

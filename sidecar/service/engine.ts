@@ -72,6 +72,7 @@ export async function createEngine(settings: SidecarSettings, costs: ModelCosts,
     deviceId: first?.id,
     marginBytes,
     llm: workers.llm,
+    llmCpu: workers.llmCpu,
     image: workers.image,
     costs: {
       image: async (spec) => {

@@ -4,7 +4,12 @@
  * (`allowBinaries` false) nothing is started.
  */
 
+import { stat } from 'node:fs/promises';
+
 import type { Log } from '../api';
+import { formatBytes } from '../core/format';
+import type { LlmControl } from '../core/ports';
+import { readSystemMemory, type SystemMemory } from '../devices/systemMemory';
 import { FULL_SD_CAPABILITIES, type DeviceKind, type SdCapabilities } from '../core/types';
 import type { SidecarSettings } from '../protocol';
 import { EmbeddedLlm, defaultLlmWorkerEntry } from '../workers/llm/embeddedLlm';
@@ -16,6 +21,8 @@ import { findSdBinaries } from './sdBinaries';
 
 export interface Workers {
   llm: EmbeddedLlm | LlamaServerLlm | null;
+  /** The CPU copy of the embedded LLM, answering while an image job holds the GPU (see core/cpuLane.ts). */
+  llmCpu: LlmControl | null;
   image: ImageWorker | null;
   /** What the sd.cpp binary supports; a full set until it has been probed. */
   capabilities(): SdCapabilities;
@@ -36,6 +43,7 @@ export async function createWorkers(settings: SidecarSettings, deviceKind: Devic
     log('info', 'untrusted workspace: no engine is started (trust the workspace to run jobs)');
     return {
       llm: null,
+      llmCpu: null,
       image: null,
       capabilities: () => FULL_SD_CAPABILITIES,
       ready: Promise.resolve(),
@@ -46,22 +54,69 @@ export async function createWorkers(settings: SidecarSettings, deviceKind: Devic
   }
 
   const llm = createLlm(settings, deviceKind, log);
+  const llmCpu = llm instanceof EmbeddedLlm ? createCpuCopy(settings, deviceKind, log) : null;
   const binaries = await findSdBinaries(settings.image.binaryPath);
   const image = new ImageWorker({ binaries, keepResident: settings.image.keepResident, log });
   const llmPid = () => (llm instanceof EmbeddedLlm ? llm.workerPid() : llm instanceof LlamaServerLlm ? llm.serverPid() : undefined);
 
   return {
     llm,
+    llmCpu: llmCpu?.control ?? null,
     image,
     capabilities: () => image.capabilities(),
     ready: image.ready,
     llmPid,
     // sd-cli runs are short-lived: the process tree knows every engine process group that is running now.
-    ourPids: () => [...new Set([llmPid(), image.serverPid(), ...trackedProcessGroups()].filter((pid): pid is number => pid !== undefined))],
+    ourPids: () =>
+      [...new Set([llmPid(), llmCpu?.llm.workerPid(), image.serverPid(), ...trackedProcessGroups()])].filter((pid): pid is number => pid !== undefined),
     async dispose() {
-      await Promise.allSettled([image?.stopResident(), llm?.setState('stopped')]);
+      await Promise.allSettled([image?.stopResident(), llm?.setState('stopped'), llmCpu?.llm.setState('stopped')]);
     },
   };
+}
+
+/** What the CPU copy needs free in RAM beyond the model file: its context and the runtime (assumed). */
+const CPU_COPY_RAM_HEADROOM = 1024 ** 3;
+
+/**
+ * A second embedded worker on the CPU build of llama.cpp (no GPU layers, so no VRAM at all), started by the arbiter
+ * when it first answers with it. It maps the same model file, which the GPU LLM's load has usually left in the page cache.
+ * Before it starts, it checks that RAM has room for the model and its context, so that answering never swaps.
+ */
+function createCpuCopy(settings: SidecarSettings, deviceKind: DeviceKind, log: Log): { llm: EmbeddedLlm; control: LlmControl } | null {
+  const { modelPath, contextSize, cpuWhileImageRuns } = settings.llm;
+  // With no GPU there is no VRAM to wait for; the setting may turn it off.
+  if (cpuWhileImageRuns === false || deviceKind === 'cpu' || !modelPath.trim()) return null;
+  const llm = new EmbeddedLlm({
+    modelPath,
+    contextSize,
+    gpu: false,
+    gpuLayers: 0,
+    worker: defaultLlmWorkerEntry(),
+    onEvent: (event) => {
+      if (event.type === 'log') log(event.level === 'error' ? 'warn' : 'debug', `llm (CPU copy): ${event.message}`);
+      else if (event.type === 'crash' || event.type === 'gaveUp') log('warn', `llm (CPU copy): ${JSON.stringify(event)}`);
+    },
+  });
+  log('info', 'LLM CPU copy: answers while an image job holds the GPU, when quicker than waiting (vramRelay.llm.cpuWhileImageRuns)');
+  const control: LlmControl = {
+    state: () => llm.state(),
+    async setState(target, signal) {
+      if (target === 'hot' && llm.state() !== 'hot') await checkRoomForCpuCopy(modelPath);
+      return llm.setState(target, signal);
+    },
+    run: (job, onText, signal) => llm.run(job, onText, signal),
+  };
+  return { llm, control };
+}
+
+/** Throws, saying what is missing, when RAM has no room for a CPU copy of `modelPath`. */
+export async function checkRoomForCpuCopy(modelPath: string, readMemory: () => Promise<SystemMemory> = readSystemMemory): Promise<void> {
+  const [file, memory] = await Promise.all([stat(modelPath), readMemory()]);
+  const need = file.size + CPU_COPY_RAM_HEADROOM;
+  if (memory.available < need) {
+    throw new Error(`not enough free RAM for a CPU copy of the model: it needs ${formatBytes(need)}, ${formatBytes(memory.available)} is available`);
+  }
 }
 
 function createLlm(settings: SidecarSettings, deviceKind: DeviceKind, log: Log): EmbeddedLlm | LlamaServerLlm | null {

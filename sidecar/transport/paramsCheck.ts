@@ -60,7 +60,8 @@ function positiveInteger(fields: Fields, key: string, what: string, optional = f
   }
 }
 
-function boolean(fields: Fields, key: string, what: string): void {
+function boolean(fields: Fields, key: string, what: string, optional = false): void {
+  if (optional && fields[key] === undefined) return;
   if (typeof fields[key] !== 'boolean') throw new InvalidParamsError(`${what}.${key} must be true or false.`);
 }
 
@@ -85,6 +86,7 @@ export function checkConfigure(params: unknown): ConfigureParams {
   positiveInteger(llm, 'contextSize', 'params.llm');
   finiteNumber(llm, 'idleWarmSeconds', 'params.llm');
   finiteNumber(llm, 'idleColdSeconds', 'params.llm');
+  boolean(llm, 'cpuWhileImageRuns', 'params.llm', true);
   const image = object(p.image, 'params.image');
   string(image, 'binaryPath', 'params.image');
   string(image, 'modelPath', 'params.image');
