@@ -26,6 +26,7 @@ describe('toSidecarSettings', () => {
         'llm.serverPath': '/bin/llama-server',
         'llm.idleWarmSeconds': 60,
         'llm.idleColdSeconds': 0,
+        'llm.cpuWhileImageRuns': false,
         'image.binaryPath': '/bin/sd-cli',
         'image.modelPath': '/m/sdxl.safetensors',
         'image.keepResident': false,
@@ -37,8 +38,14 @@ describe('toSidecarSettings', () => {
     assert.equal(s.llm.modelPath, '/m/llm.gguf');
     assert.equal(s.llm.engine, 'server');
     assert.equal(s.llm.idleColdSeconds, 0);
+    assert.equal(s.llm.cpuWhileImageRuns, false);
     assert.equal(s.image.binaryPath, '/bin/sd-cli');
     assert.equal(s.image.keepResident, false);
+  });
+
+  it('answers on the CPU copy of the LLM while an image runs unless the user turned it off', () => {
+    assert.equal(toSidecarSettings(from({}), { storageDir: '', trusted: true }).llm.cpuWhileImageRuns, true);
+    assert.equal(toSidecarSettings(from({ 'llm.cpuWhileImageRuns': 'no' }), { storageDir: '', trusted: true }).llm.cpuWhileImageRuns, true);
   });
 
   it('clamps numbers and ignores unknown choices', () => {

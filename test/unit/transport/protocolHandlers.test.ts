@@ -69,6 +69,10 @@ describe('bindApi over an in-memory JSON-RPC pair', () => {
   it('answers malformed params with InvalidParams saying what to fix, without calling the service', { timeout: 10_000 }, async () => {
     const send = (method: string, params?: unknown) => clientConnection.sendRequest(method, params);
     await assert.rejects(send('vramRelay/configure', { ...VALID_SETTINGS, device: 'gpu9000' }), isRpcError(-32602, /params\.device must be one of 'auto', 'simulated'/));
+    await assert.rejects(
+      send('vramRelay/configure', { ...VALID_SETTINGS, llm: { ...VALID_SETTINGS.llm, cpuWhileImageRuns: 'yes' } }),
+      isRpcError(-32602, /params\.llm\.cpuWhileImageRuns must be true or false/),
+    );
     await assert.rejects(send('vramRelay/submitJob', { spec: { ...IMAGE_SPEC, width: -1 } }), isRpcError(-32602, /params\.spec\.width must be a positive integer/));
     await assert.rejects(send('vramRelay/submitJob', { spec: { kind: 'video' } }), isRpcError(-32602, /spec\.kind must be 'image' or 'llm'/));
     await assert.rejects(send('vramRelay/setLlmState', { state: 'lukewarm' }), isRpcError(-32602, /params\.state must be one of 'hot', 'warm', 'cold', 'stopped'/));
