@@ -33,6 +33,7 @@ import {
   floorOf,
   llmFootprint,
   llmLevel,
+  llmRestoreMs,
   MARGIN_LAST_RESORT_SHARE,
   nextRecoveryRung,
   planImageJob,
@@ -1591,11 +1592,10 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
 
   private cpuLaneEstimate(spec: LlmJobSpec, costs: LlmCosts): CpuLaneEstimate {
     const bytes = this.llmModelBytes();
-    // Starting the copy: a process, the weights from the page cache, a context, as for the GPU LLM (until measured).
-    const startPrior = costs.startProcessMs + costs.reloadWeightsMs + costs.recreateContextMs;
     return {
       requestMs: this.llmSpeed.estimateMs('cpu', spec, bytes),
-      startMs: this.cpuLane!.startEstimateMs(startPrior),
+      // Until measured: a process, the weights from the page cache and a context, as for the GPU LLM.
+      startMs: this.cpuLane!.startEstimateMs(llmRestoreMs(costs, 'stopped', 'hot')),
       gpuRequestMs: this.llmSpeed.estimateMs('gpu', spec, bytes),
     };
   }

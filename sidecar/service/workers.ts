@@ -93,10 +93,8 @@ function createCpuCopy(settings: SidecarSettings, deviceKind: DeviceKind, log: L
     gpu: false,
     gpuLayers: 0,
     worker: defaultLlmWorkerEntry(),
-    onEvent: (event) => {
-      if (event.type === 'log') log(event.level === 'error' ? 'warn' : 'debug', `llm (CPU copy): ${event.message}`);
-      else if (event.type === 'crash' || event.type === 'gaveUp') log('warn', `llm (CPU copy): ${JSON.stringify(event)}`);
-    },
+    // Its load lines repeat the GPU LLM's: kept at debug, errors excepted.
+    onEvent: llmEventLogger(log, 'llm (CPU copy)', { quiet: true }),
   });
   log('info', 'LLM CPU copy: answers while an image job holds the GPU, when quicker than waiting (vramRelay.llm.cpuWhileImageRuns)');
   const control: LlmControl = {
@@ -119,17 +117,22 @@ export async function checkRoomForCpuCopy(modelPath: string, readMemory: () => P
   }
 }
 
+/** Writes an LLM worker's events to the sidecar log, each line starting with `source`. */
+function llmEventLogger(log: Log, source: string, options: { quiet?: boolean } = {}): (event: LlmEvent) => void {
+  return (event) => {
+    if (event.type === 'log') log(options.quiet ? (event.level === 'error' ? 'warn' : 'debug') : event.level, `${source}: ${event.message}`);
+    else if (event.type === 'crash' || event.type === 'gaveUp') log('warn', `${source}: ${JSON.stringify(event)}`);
+    else log('debug', `${source}: ${JSON.stringify(event)}`);
+  };
+}
+
 function createLlm(settings: SidecarSettings, deviceKind: DeviceKind, log: Log): EmbeddedLlm | LlamaServerLlm | null {
   const { modelPath, engine, serverPath, contextSize } = settings.llm;
   if (!modelPath.trim()) {
     log('info', 'no LLM model configured (vramRelay.llm.modelPath): LLM jobs are refused');
     return null;
   }
-  const onEvent = (event: LlmEvent) => {
-    if (event.type === 'log') log(event.level, `llm: ${event.message}`);
-    else if (event.type === 'crash' || event.type === 'gaveUp') log('warn', `llm: ${JSON.stringify(event)}`);
-    else log('debug', `llm: ${JSON.stringify(event)}`);
-  };
+  const onEvent = llmEventLogger(log, 'llm');
   if (engine === 'server') {
     log('info', `LLM engine: llama-server (${serverPath || 'from PATH'}) with ${modelPath}`);
     return new LlamaServerLlm({ serverPath, modelPath, contextSize, onEvent });

@@ -35,16 +35,12 @@ export interface CpuLaneEstimate {
 
 export function planLlmJob(input: LlmPlanInput): Plan {
   const { llm, device, image } = input;
-  const base = {
-    jobId: input.jobId,
-    deviceId: device.id,
-    llmTarget: 'hot' as const,
-    available: device.effectiveFree,
-  };
+  const base = { jobId: input.jobId, deviceId: device.id, available: device.effectiveFree };
   const costs = llm.costs;
   if (!costs) {
     return {
       ...base,
+      llmTarget: 'hot',
       fits: false,
       yields: [],
       stages: [],
@@ -70,7 +66,7 @@ export function planLlmJob(input: LlmPlanInput): Plan {
   ];
   const need = hot - llmFootprint(costs, llm.state);
   const restoreMs = llmRestoreMs(costs, llm.state, 'hot');
-  const common = { ...base, stages, peak: hot, extraTimeMs: restoreMs, suggestions: [] as string[] };
+  const common = { ...base, llmTarget: 'hot' as const, stages, peak: hot, extraTimeMs: restoreMs, suggestions: [] as string[] };
   const loadText = loadWhat(llm.state);
 
   if (need <= 0) {
@@ -104,9 +100,7 @@ export function planLlmJob(input: LlmPlanInput): Plan {
     const compare = `on the CPU est. ${formatDuration(cpuMs)}${cpu.startMs > 0 ? ` with its start` : ''}, waiting est. ${formatDuration(waitMs)}`;
     if (cpuMs < waitMs) {
       return {
-        jobId: input.jobId,
-        deviceId: device.id,
-        available: device.effectiveFree,
+        ...base,
         fits: true,
         lane: 'cpu',
         yields: [],
