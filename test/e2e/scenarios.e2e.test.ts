@@ -18,6 +18,7 @@ import { writeLlamaGguf } from '../helpers/ggufWriter';
 import { SDCPP_STANDIN_BIN, readStandinArgsLog, readStandinServerRequests, sdcppStandinEnv } from '../standins/sdcppStandin';
 import { SD1_UNET, clipTextTensors, klVaeTensors, unetTensors, writeSafetensors } from '../unit/models/imageCheckpoints';
 import { extensionId, SECOND, UI_TIMEOUT, VsCodeSession, waitForText } from './harness';
+import { isRunning } from '../helpers/processes';
 
 const MONITOR = 'vramRelay.monitor';
 const PROMPT = 'a watercolor painting of a lighthouse at sunset, dramatic lighting';
@@ -256,20 +257,6 @@ describe('VRAM Relay in code-server: what a user does', { timeout: 12 * 60 * SEC
     assert.deepEqual(engines.filter(isRunning), [], 'engines still running after the editor closed');
   });
 });
-
-/** Whether a process is running (a zombie waiting for its parent counts as ended). */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\S+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
-}
 
 /**
  * Saves the active editor until its content on disk satisfies `accept` and has stopped changing; gives up at once

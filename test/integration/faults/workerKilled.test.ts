@@ -21,7 +21,8 @@ import { EmbeddedLlm } from '../../../sidecar/workers/llm/embeddedLlm';
 import type { LlmEvent } from '../../../sidecar/workers/llm/llmEvents';
 import { writeLlamaGguf } from '../../helpers/ggufWriter';
 import type { StandinStage } from '../../standins/sdcppStandin';
-import { bundleLlmWorker, childPids, ImageRig, imageProblem, isAlive, seededRandom, waitUntil, withTimeout } from './faultRig';
+import { bundleLlmWorker, childPids, ImageRig, imageProblem, seededRandom, waitUntil, withTimeout } from './faultRig';
+import { processExists } from '../../helpers/processes';
 
 type Stage = StandinStage | 'llm';
 type Death = 'SIGKILL' | 'SIGABRT' | 'exit134';
@@ -182,7 +183,7 @@ describe('workers killed at every stage (seeded)', { timeout: 900_000 }, () => {
   after(async () => {
     const pid = llm?.workerPid();
     await llm?.setState('stopped').catch(() => undefined);
-    if (pid && isAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid && processExists(pid)) process.kill(pid, 'SIGKILL');
     await rig?.dispose();
   });
 
@@ -276,7 +277,7 @@ describe('workers killed at every stage (seeded)', { timeout: 900_000 }, () => {
       const retries = rig.arbiter.decisions({ jobId: done[0].job.id }).filter((d) => d.kind === 'retry').length;
       if (killer.killedPid !== undefined || killedBy134) {
         assert.ok(retries >= 1, 'a killed run is run again');
-        if (killer.killedPid !== undefined) assert.equal(isAlive(killer.killedPid), false, 'the killed process is gone');
+        if (killer.killedPid !== undefined) assert.equal(processExists(killer.killedPid), false, 'the killed process is gone');
       }
       return {
         outputs,
@@ -372,7 +373,7 @@ describe('workers killed at every stage (seeded)', { timeout: 900_000 }, () => {
 
 /** True when `pid` is gone or a zombie (Linux: from /proc; elsewhere only gone). */
 function hasExited(pid: number): boolean {
-  if (!isAlive(pid)) return true;
+  if (!processExists(pid)) return true;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');

@@ -2,7 +2,7 @@
 // spawn, readiness from /health, buffers from the log, streaming, whole-tree stops, crashes and bad input.
 
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
@@ -12,25 +12,12 @@ import type { LlmJobSpec } from '../../../sidecar/core/types';
 import { LlmCancelledError, LlmInputError, LlmOutOfMemoryError, LlmStateError, type LlmEvent } from '../../../sidecar/workers/llm/llmEvents';
 import { LlamaServerLlm, type LlamaServerOptions } from '../../../sidecar/workers/llm/llamaServer';
 import { writeLlamaGguf } from '../../helpers/ggufWriter';
+import { isRunning } from '../../helpers/processes';
 
 const STANDIN = resolve(__dirname, '../../standins/llama-server-standin.ts');
 
 function completion(prompt: string, maxTokens: number): LlmJobSpec {
   return { kind: 'llm', task: 'completion', contextSize: 2048, prompt, maxTokens };
-}
-
-/** Alive and not a zombie waiting to be reaped. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
 }
 
 async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
@@ -163,12 +150,12 @@ describe('llama-server adapter (stand-in binary)', { timeout: 180_000, skip: pos
     await llm.setState('hot');
     const pid = llm.serverPid()!;
     const childPid = Number(await readFile(childPidFile, 'utf8'));
-    assert.ok(isAlive(pid) && isAlive(childPid));
+    assert.ok(isRunning(pid) && isRunning(childPid));
 
     const { measured } = await llm.setState('warm');
     assert.equal(llm.state(), 'stopped', 'llama-server has no warm state: it is stopped');
     assert.deepEqual(measured, []);
-    await waitFor(() => !isAlive(pid) && !isAlive(childPid), 5_000);
+    await waitFor(() => !isRunning(pid) && !isRunning(childPid), 5_000);
     await assert.rejects(llm.run(completion('x', 2), () => undefined, new AbortController().signal), LlmStateError);
   });
 
@@ -178,7 +165,7 @@ describe('llama-server adapter (stand-in binary)', { timeout: 180_000, skip: pos
     const pid = llm.serverPid()!;
     await llm.setState('stopped');
     assert.equal(llm.processState(), 'stopped');
-    await waitFor(() => !isAlive(pid), 5_000);
+    await waitFor(() => !isRunning(pid), 5_000);
   });
 
   test('a crash mid-request (exit 134): restarted, the request answers, streamed once', async () => {

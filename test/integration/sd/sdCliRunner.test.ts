@@ -21,6 +21,7 @@ import {
   writeModelFile,
 } from '../../standins/sdcppStandin';
 import { VAE_BYTES_PER_PIXEL } from '../../standins/sdcppStandinCosts';
+import { processExists } from '../../helpers/processes';
 
 const root = mkdtempSync(join(tmpdir(), 'vrelay-sdcli-'));
 let caseNo = 0;
@@ -109,15 +110,6 @@ async function run(
 
 const files = (dir: string) => readdirSync(dir).sort();
 const failureOf = (result: ImageRunResult) => (result.ok ? 'ok' : result.failure);
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('SdCliRunner with the sd.cpp stand-in', { timeout: 240_000 }, () => {
   it('writes the image when the plan fits, reporting stages, steps and measured buffers', async () => {
@@ -249,7 +241,7 @@ describe('SdCliRunner with the sd.cpp stand-in', { timeout: 240_000 }, () => {
     assert.equal(failureOf(result), 'crash');
     assert.match(result.ok ? '' : result.message, /hung/);
     const [invocation] = await readStandinArgsLog(c.argsLog);
-    assert.equal(isAlive(invocation.pid), false, 'the hung process was killed');
+    assert.equal(processExists(invocation.pid), false, 'the hung process was killed');
     assert.deepEqual(files(c.out), []);
   });
 
@@ -265,7 +257,7 @@ describe('SdCliRunner with the sd.cpp stand-in', { timeout: 240_000 }, () => {
     assert.equal(failureOf(result), 'cancelled');
     assert.ok(!progress.some((p) => p.stage === 'vaeDecode'));
     const [invocation] = await readStandinArgsLog(c.argsLog);
-    assert.equal(isAlive(invocation.pid), false);
+    assert.equal(processExists(invocation.pid), false);
     assert.deepEqual(files(c.out), []);
     assert.equal(c.device.usage(), 0, 'the killed process holds no memory');
   });

@@ -13,6 +13,7 @@ import { SimulatedDevice } from '../../../sidecar/devices/simulatedDevice';
 import { GPU_PLACEMENT } from '../../../sidecar/workers/sd/sdArgs';
 import { SdServerRunner } from '../../../sidecar/workers/sd/sdServerRunner';
 import { readStandinArgsLog, SDCPP_STANDIN_BIN, sdcppStandinEnv, type SdcppStandinOptions, writeModelFile } from '../../standins/sdcppStandin';
+import { processExists } from '../../helpers/processes';
 
 const SERVER_BIN = fileURLToPath(new URL('../../standins/sd-server', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'vrelay-sdserver-'));
@@ -83,15 +84,6 @@ async function run(r: SdServerRunner, j: ImageJobSpec, p: Plan, signal?: AbortSi
 
 const failureOf = (result: ImageRunResult) => (result.ok ? 'ok' : result.failure);
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('SdServerRunner with the sd.cpp stand-in', { timeout: 180_000 }, () => {
   it('keeps one server resident across jobs and gives its memory back when stopped', async () => {
     const c = newCase(8 * 1024);
@@ -109,7 +101,7 @@ describe('SdServerRunner with the sd.cpp stand-in', { timeout: 180_000 }, () => 
     assert.ok(Math.abs(c.device.usage() - 2 * GiB) < 8 * MiB, 'only the weights stay on the device between jobs');
     await r.stopResident();
     assert.equal(r.residentInfo(), undefined);
-    assert.equal(isAlive(info.pid), false);
+    assert.equal(processExists(info.pid), false);
     assert.equal(c.device.usage(), 0);
     assert.deepEqual(readdirSync(c.out).sort(), ['one.png', 'two.png']);
   });
@@ -135,7 +127,7 @@ describe('SdServerRunner with the sd.cpp stand-in', { timeout: 180_000 }, () => 
     const invocations = await readStandinArgsLog(c.argsLog);
     assert.equal(invocations.length, 2);
     assert.equal(invocations[1].argv[invocations[1].argv.indexOf('--backend') + 1], 'te=cpu,vae=cpu');
-    assert.equal(isAlive(invocations[0].pid), false, 'the first server was stopped');
+    assert.equal(processExists(invocations[0].pid), false, 'the first server was stopped');
   });
 
   it('cancels a job mid-sampling through the API and writes nothing', async () => {
@@ -157,7 +149,7 @@ describe('SdServerRunner with the sd.cpp stand-in', { timeout: 180_000 }, () => 
     assert.match(result.ok ? '' : result.message, /134/);
     assert.equal(crashing.residentInfo(), undefined);
     const [invocation] = await readStandinArgsLog(c.argsLog);
-    assert.equal(isAlive(invocation.pid), false);
+    assert.equal(processExists(invocation.pid), false);
     assert.equal(c.device.usage(), 0, 'a dead server holds nothing');
     assert.deepEqual(readdirSync(c.out), []);
   });

@@ -14,20 +14,12 @@ import { findSdBinaries } from '../../../sidecar/service/sdBinaries';
 import { writeLlamaGguf } from '../../helpers/ggufWriter';
 import { SDCPP_STANDIN_BIN } from '../../standins/sdcppStandin';
 import { startRig, writeSd15, type Rig, type RigOptions } from './serviceRig';
+import { processExists } from '../../helpers/processes';
 
 const CAPACITY = 12 * GiB;
 const MARGIN = 512 * MiB;
 /** A long context makes the small model's KV cache and compute buffers large in the plan (hundreds of MB). */
 const CONTEXT = 16_384;
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until<T>(read: () => Promise<T>, ok: (value: T) => boolean, what: string, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -132,7 +124,7 @@ describe('sidecar service residents (node-llama-cpp, sd.cpp stand-in and its sd-
     assert.equal(starts.length, 1, 'one server served both jobs');
     assert.ok(starts[0].argv.includes('--listen-port'));
     const serverPid = starts[0].pid;
-    assert.ok(isAlive(serverPid));
+    assert.ok(processExists(serverPid));
     const held = r.device.usage();
     assert.ok(held > GiB, 'the server keeps the weights on the device');
     const resident = await until(() => r.service.getSnapshot(), (s) => s.image.state === 'resident', 'the resident reported');
@@ -154,7 +146,7 @@ describe('sidecar service residents (node-llama-cpp, sd.cpp stand-in and its sd-
     assert.equal(answer.job.status, 'done', answer.job.message);
     const stop = (await r.decisions(answer.job.id)).find((d) => d.kind === 'yield');
     assert.match(stop?.reason ?? '', /stop the idle image worker/);
-    assert.equal(isAlive(serverPid), false, 'the server process is gone');
+    assert.equal(processExists(serverPid), false, 'the server process is gone');
     assert.equal(r.device.usage(), 0, 'its weights left the device');
     assert.equal((await r.service.getSnapshot()).image.state, 'stopped');
 
@@ -170,7 +162,7 @@ describe('sidecar service residents (node-llama-cpp, sd.cpp stand-in and its sd-
     await until(() => r.service.getSnapshot(), (s) => s.image.state === 'resident', 'the new server reported');
     r.device.setOtherUse(CAPACITY - MARGIN - r.device.usage() - Math.round(hot / 2));
     assert.equal((await r.service.setLlmState({ state: 'hot' })).state, 'hot');
-    assert.equal(isAlive(restarted[1].pid), false, 'the second server process is gone');
+    assert.equal(processExists(restarted[1].pid), false, 'the second server process is gone');
     const userStop = (await r.decisions()).filter((d) => d.kind === 'yield').at(-1);
     assert.match(userStop?.reason ?? '', /asked by the user: stop the idle image worker/);
   });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processStartTime, reapOrphanedEngines } from '../../../sidecar/workers/engineRegistry';
 import { useEngineRegistry } from '../../../sidecar/workers/processTree';
+import { processExists } from '../../helpers/processes';
 
 const processTree = fileURLToPath(new URL('../../../sidecar/workers/processTree.ts', import.meta.url));
 const posix = process.platform !== 'win32';
@@ -22,15 +23,6 @@ function freshDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'vram-relay-engines-'));
   dirs.push(dir);
   return dir;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function until(check: () => boolean, ms = 10_000): Promise<void> {
@@ -82,14 +74,14 @@ describe('engine registry: engines left by a killed sidecar', { skip: posix ? fa
     const { owner, engine } = await ownerWithEngine(dir);
     assert.deepEqual(readdirSync(dir), [`engines-${owner}.json`]);
     process.kill(owner, 'SIGKILL');
-    await until(() => !alive(owner));
-    assert.ok(alive(engine), 'the engine outlives a SIGKILLed owner: this is what reaping is for');
+    await until(() => !processExists(owner));
+    assert.ok(processExists(engine), 'the engine outlives a SIGKILLed owner: this is what reaping is for');
     const reaped = useEngineRegistry(dir);
     assert.deepEqual(
       reaped.map((r) => [r.pid, r.ownerPid]),
       [[engine, owner]],
     );
-    await until(() => !alive(engine));
+    await until(() => !processExists(engine));
     assert.ok(!existsSync(join(dir, `engines-${owner}.json`)));
   });
 
@@ -99,7 +91,7 @@ describe('engine registry: engines left by a killed sidecar', { skip: posix ? fa
     const killed: number[] = [];
     assert.deepEqual(reapOrphanedEngines(dir, (pid) => killed.push(pid)), []);
     assert.deepEqual(killed, []);
-    assert.ok(alive(engine) && existsSync(join(dir, `engines-${owner}.json`)));
+    assert.ok(processExists(engine) && existsSync(join(dir, `engines-${owner}.json`)));
   });
 
   it('never signals a pid that now belongs to another process, and drops files it cannot read', () => {
