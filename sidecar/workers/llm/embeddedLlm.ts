@@ -279,6 +279,7 @@ export class EmbeddedLlm extends LlmWorkerBase {
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       const answer = await result;
+      this.emit({ type: 'answered', promptTokens: answer.promptTokens, reusedTokens: answer.reusedTokens, tokens: answer.tokens, tookMs: answer.tookMs });
       return answer.text;
     } finally {
       signal.removeEventListener('abort', onAbort);

@@ -27,6 +27,8 @@ export type LlmEvent =
   | { type: 'recovered'; state: LlmState; tookMs: Millis }
   /** After a crash the worker could not be brought back: it is stopped. */
   | { type: 'gaveUp'; message: string }
+  /** A request was answered: its prompt's tokens, how many the engine reused from the request before, its output. */
+  | { type: 'answered'; promptTokens: number; reusedTokens: number; tokens: number; tookMs: Millis }
   /** Something worth a line in the sidecar's log (engine warnings, buffer sizes, fallbacks). */
   | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string };
 

@@ -9,7 +9,7 @@
  * Built to dist/llmWorker.mjs (ESM: node-llama-cpp is ESM-only); in tests it runs from source under tsx.
  */
 
-import type { ChatHistoryItem, Llama, LlamaContext, LlamaModel } from 'node-llama-cpp';
+import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
 import type { LlmJobSpec } from '../../core/types';
 import { ggufFileProblem } from './ggufFileCheck';
 import { parseLlamaLogLine, toMeasuredBuffers, type LlamaLogEvent } from './llamaLogParser';
@@ -50,6 +50,12 @@ class LlmWorker {
   private llama: Llama | undefined;
   private model: LlamaModel | undefined;
   private context: LlamaContext | undefined;
+  /**
+   * The context's one sequence, kept from request to request: node-llama-cpp then evaluates only the tokens after
+   * the part of the new prompt that matches what the sequence holds (the file before the cursor, for completions
+   * while the user types in one place).
+   */
+  private sequence: LlamaContextSequence | undefined;
   private modelBuffers: BufferEvent[] = [];
   private contextBuffers: BufferEvent[] = [];
   /** Allocation failures and errors llama.cpp logged since the current request started. */
@@ -148,6 +154,7 @@ class LlmWorker {
     for (const controller of this.generations.values()) controller.abort(new Error('cancelled'));
     const context = this.context;
     this.context = undefined;
+    this.sequence = undefined;
     this.contextBuffers = [];
     if (context && !context.disposed) await context.dispose();
     return { memory: await this.memory() };
@@ -180,7 +187,15 @@ class LlmWorker {
         tokens += generated.length;
       },
     };
-    const sequence = context.getSequence();
+    if (!this.sequence || this.sequence.disposed) this.sequence = context.getSequence();
+    const sequence = this.sequence;
+    const meterBefore = sequence.tokenMeter.getState();
+    // What the prompt cost: prompt tokens in the sequence after the answer, and how many of them were evaluated.
+    const promptUse = () => {
+      const used = sequence.tokenMeter.diff(meterBefore);
+      const promptTokens = Math.max(0, sequence.contextTokens.length - used.usedOutputTokens);
+      return { promptTokens, reusedTokens: Math.max(0, promptTokens - used.usedInputTokens) };
+    };
     try {
       if (job.task === 'completion' || job.task === 'infill') {
         const completion = new lib.LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
@@ -189,14 +204,14 @@ class LlmWorker {
             const prefix = job.prefix ?? job.prompt ?? '';
             if (completion.infillSupported) {
               const { response, metadata } = await completion.generateInfillCompletionWithMeta(prefix, job.suffix ?? '', options);
-              return { text: response, tokens, stopReason: metadata.stopReason, infillMode: 'native', tookMs: performance.now() - started };
+              return { text: response, tokens, stopReason: metadata.stopReason, infillMode: 'native', tookMs: performance.now() - started, ...promptUse() };
             }
             this.send({ type: 'log', level: 'warn', message: 'The model has no fill-in-the-middle tokens: completing the prefix only (the suffix is ignored).' });
             const { response, metadata } = await completion.generateCompletionWithMeta(prefix, options);
-            return { text: response, tokens, stopReason: metadata.stopReason, infillMode: 'prefix', tookMs: performance.now() - started };
+            return { text: response, tokens, stopReason: metadata.stopReason, infillMode: 'prefix', tookMs: performance.now() - started, ...promptUse() };
           }
           const { response, metadata } = await completion.generateCompletionWithMeta(job.prompt ?? '', options);
-          return { text: response, tokens, stopReason: metadata.stopReason, tookMs: performance.now() - started };
+          return { text: response, tokens, stopReason: metadata.stopReason, tookMs: performance.now() - started, ...promptUse() };
         } finally {
           completion.dispose({ disposeSequence: false });
         }
@@ -208,7 +223,7 @@ class LlmWorker {
         if (history.length > 0) session.setChatHistory([...session.getChatHistory().filter((item) => item.type === 'system'), ...history]);
         const { response, responseText, stopReason } = await session.promptWithMeta(last, options);
         void response;
-        return { text: responseText, tokens, stopReason, tookMs: performance.now() - started };
+        return { text: responseText, tokens, stopReason, tookMs: performance.now() - started, ...promptUse() };
       } finally {
         session.dispose({ disposeSequence: false });
       }
@@ -217,7 +232,6 @@ class LlmWorker {
       throw error;
     } finally {
       this.generations.delete(id);
-      sequence.dispose();
     }
   }
 

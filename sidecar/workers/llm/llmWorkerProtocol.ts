@@ -103,6 +103,9 @@ export interface GenerateResult {
   /** Set for infill jobs: `native` FIM, or `prefix` (the model has no FIM tokens: plain completion of the prefix). */
   infillMode?: 'native' | 'prefix';
   tookMs: Millis;
+  /** Prompt tokens, and how many of them the sequence already held from the request before (not evaluated again). */
+  promptTokens: number;
+  reusedTokens: number;
 }
 
 /** Stops the running generation `targetId`; that request then answers with an error of code `cancelled`. */

@@ -104,6 +104,34 @@ describe('embedded LLM worker (node-llama-cpp, CPU)', { timeout: 240_000 }, () =
     assert.equal(events.some((e) => e.type === 'log' && /fill-in-the-middle/.test(e.message)), false, 'no fallback needed');
   });
 
+  test('keeps its sequence between requests: the part of a prompt that matches the one before is not evaluated again', async () => {
+    const prefix = 'function add(a, b) {\n  return a + b;\n}\n'.repeat(6);
+    const infill = (before: string) =>
+      llm.run({ kind: 'llm', task: 'infill', contextSize: CONTEXT, prefix: before, suffix: '\n}\n', maxTokens: 4 }, () => undefined, newSignal());
+    const lastAnswer = () => {
+      const answered = events.filter((e): e is Extract<LlmEvent, { type: 'answered' }> => e.type === 'answered');
+      return answered[answered.length - 1];
+    };
+
+    await infill(prefix);
+    const first = lastAnswer();
+    assert.ok(first.promptTokens > 100, `the prompt is counted (${first.promptTokens} tokens)`);
+    // The user typed a word at the cursor: only the end of the prefix, the suffix and the FIM tokens are new.
+    await infill(`${prefix}const`);
+    const typed = lastAnswer();
+    assert.ok(typed.promptTokens > first.promptTokens);
+    assert.ok(typed.reusedTokens > 0.8 * typed.promptTokens, `reused ${typed.reusedTokens} of ${typed.promptTokens}`);
+    assert.ok(typed.reusedTokens < typed.promptTokens, 'the tokens after the edit are evaluated');
+    // Another place in another file: nothing in common beyond the first token.
+    await infill(`// another file\n${prefix}`);
+    assert.ok(lastAnswer().reusedTokens <= 2, `reused ${lastAnswer().reusedTokens}`);
+    // Dropping the context drops what it held.
+    await llm.setState('warm');
+    await llm.setState('hot');
+    await infill(`// another file\n${prefix}`);
+    assert.equal(lastAnswer().reusedTokens, 0);
+  });
+
   test('chats with a system prompt and earlier turns', async () => {
     const text = await llm.run(
       {
