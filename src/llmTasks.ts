@@ -44,16 +44,27 @@ export function cleanEnhancedPrompt(text: string, style: EnhancementStyle, origi
   return t || original;
 }
 
-/** The most of the file around the cursor that fill-in-the-middle sends, in characters. */
+/** How much of the file around the cursor fill-in-the-middle sends, in characters: at least this much before it. */
 export const INFILL_PREFIX_CHARS = 4000;
 export const INFILL_SUFFIX_CHARS = 1500;
+/** The prefix starts on a grid of this many characters (see infillPrefixStart). */
+export const INFILL_PREFIX_STEP = 1024;
+
+/**
+ * Where the prefix starts for a cursor at `offset`: at least INFILL_PREFIX_CHARS before it, on a grid, so that the
+ * start stays put while the user types on. The next completion's prompt then begins as the last one did, and the
+ * engine evaluates only what follows the edit instead of the whole prefix again. It moves one step at a time.
+ */
+export function infillPrefixStart(offset: number): number {
+  return Math.max(0, Math.floor((offset - INFILL_PREFIX_CHARS) / INFILL_PREFIX_STEP) * INFILL_PREFIX_STEP);
+}
 
 export function infillSpec(prefix: string, suffix: string, contextSize: number, maxTokens = 64): LlmJobSpec {
   return {
     kind: 'llm',
     task: 'infill',
     contextSize,
-    prefix: prefix.slice(-INFILL_PREFIX_CHARS),
+    prefix: prefix.slice(-(INFILL_PREFIX_CHARS + INFILL_PREFIX_STEP)),
     suffix: suffix.slice(0, INFILL_SUFFIX_CHARS),
     maxTokens,
     temperature: 0.2,

@@ -5,7 +5,7 @@
 
 import * as vscode from 'vscode';
 import { runLlmJob } from '../jobRunner';
-import { cleanCompletion, INFILL_PREFIX_CHARS, INFILL_SUFFIX_CHARS, infillSpec } from '../llmTasks';
+import { cleanCompletion, INFILL_SUFFIX_CHARS, infillPrefixStart, infillSpec } from '../llmTasks';
 import { llmAvailability } from '../llmAvailability';
 import { readExtensionSettings, readSidecarSettings } from '../settings';
 import type { Services } from '../services';
@@ -50,7 +50,7 @@ export class LlmInlineCompletionProvider implements vscode.InlineCompletionItemP
     if (context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic && !(await sleep(DEBOUNCE_MS, token))) return [];
 
     const offset = document.offsetAt(position);
-    const prefix = document.getText(new vscode.Range(document.positionAt(Math.max(0, offset - INFILL_PREFIX_CHARS)), position));
+    const prefix = document.getText(new vscode.Range(document.positionAt(infillPrefixStart(offset)), position));
     const suffix = document.getText(new vscode.Range(position, document.positionAt(offset + INFILL_SUFFIX_CHARS)));
     try {
       const text = await runLlmJob(sidecar, infillSpec(prefix, suffix, settings.llm.contextSize), () => undefined, { token, priority: 'interactive' });

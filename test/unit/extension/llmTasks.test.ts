@@ -6,6 +6,8 @@ import {
   cleanEnhancedPrompt,
   enhancePromptSpec,
   INFILL_PREFIX_CHARS,
+  INFILL_PREFIX_STEP,
+  infillPrefixStart,
   infillSpec,
   parseTagAnswer,
   tagImageSpec,
@@ -35,12 +37,25 @@ describe('prompt enhancement', () => {
 
 describe('fill-in-the-middle', () => {
   it('sends the end of the prefix and the start of the suffix', () => {
-    const prefix = 'p'.repeat(INFILL_PREFIX_CHARS + 50) + 'END';
+    const prefix = 'p'.repeat(INFILL_PREFIX_CHARS + INFILL_PREFIX_STEP + 50) + 'END';
     const spec = infillSpec(prefix, 'START' + 's'.repeat(5000), 4096);
     assert.equal(spec.task, 'infill');
     assert.ok(spec.prefix!.endsWith('END'));
-    assert.equal(spec.prefix!.length, INFILL_PREFIX_CHARS);
+    assert.equal(spec.prefix!.length, INFILL_PREFIX_CHARS + INFILL_PREFIX_STEP);
     assert.ok(spec.suffix!.startsWith('START'));
+  });
+
+  it('starts the prefix where it started for the last keystrokes, so that the engine can reuse it', () => {
+    assert.equal(infillPrefixStart(0), 0);
+    assert.equal(infillPrefixStart(INFILL_PREFIX_CHARS), 0, 'the whole file while it is short');
+    const cursor = 20_000;
+    const start = infillPrefixStart(cursor);
+    assert.ok(cursor - start >= INFILL_PREFIX_CHARS && cursor - start < INFILL_PREFIX_CHARS + INFILL_PREFIX_STEP);
+    // Typing on keeps the start until the prefix has grown by a whole step.
+    const typedOn = Array.from({ length: 200 }, (_, i) => infillPrefixStart(cursor + i));
+    assert.ok(new Set(typedOn).size <= 2);
+    assert.ok(typedOn.every((s) => s === start || s === start + INFILL_PREFIX_STEP));
+    assert.equal(infillPrefixStart(cursor + INFILL_PREFIX_STEP), start + INFILL_PREFIX_STEP);
   });
 
   it('drops blank answers and text that repeats what follows the cursor', () => {
