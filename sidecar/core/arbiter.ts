@@ -25,6 +25,7 @@ import { DecisionLog, type DecisionQuery, type NewDecision } from './decisionLog
 import { DEFAULT_READING_ATTEMPTS, DEFAULT_READING_TIMEOUT_MS, DeviceReadingError, takeReading } from './deviceReading';
 import { effectiveFree, otherProgramsUse } from './effectiveFree';
 import { LlmSpeedModel } from './estimators/llmSpeed';
+import { PromptReuse } from './estimators/promptReuse';
 import { formatBytes, formatDuration } from './format';
 import { JobQueue, PRIORITY_RANK } from './jobQueue';
 import { DEFAULT_JOB_LIMITS, type JobLimits, validateJobSpec } from './jobValidation';
@@ -292,6 +293,8 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private jobCounter = 0;
   /** What LLM requests take on the GPU and on the CPU copy, learnt from the requests served. */
   private readonly llmSpeed = new LlmSpeedModel();
+  /** What the GPU LLM's context holds of its last prompt (cleared whenever the context may be gone). */
+  private readonly gpuPrompt = new PromptReuse();
   private readonly cpuLane: CpuLane | null;
   private readonly cpuLaneIdleMs: Millis;
   private cpuLaneTimer: AbortController | null = null;
@@ -960,14 +963,17 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.rec.info.startedAt = this.clock.now();
     run.rec.info.attempt = 1;
     this.setStatus(run.rec, 'running');
+    const reusedTokens = this.gpuPrompt.reusableTokens(run.spec);
     this.spawn(
       () => this.options.llm!.run(run.spec, this.streamTo(run), run.abort.signal),
       (r) => {
         this.llmLastUsedAt = this.clock.now();
         this.llmState = this.options.llm!.state();
         if (r.ok && run.rec.info.startedAt !== undefined) {
-          this.llmSpeed.observe('gpu', run.spec, r.value, this.clock.now() - run.rec.info.startedAt, this.llmModelBytes());
+          this.llmSpeed.observe('gpu', run.spec, r.value, this.clock.now() - run.rec.info.startedAt, this.llmModelBytes(), reusedTokens);
         }
+        if (r.ok && this.llmState === 'hot') this.gpuPrompt.served(run.spec);
+        else this.gpuPrompt.clear();
         if (this.llmRun !== run) return;
         if (r.ok) return this.endLlm(run, 'done', 'Done.', r.value);
         if (run.abort.signal.aborted) return this.endLlm(run, 'cancelled', 'Cancelled.');
@@ -995,13 +1001,14 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.rec.info.attempt = 1;
     this.setStatus(run.rec, 'running');
     if (!lane.running) this.progress({ jobId: run.rec.id, stage: 'waiting', message: 'starting the LLM on the CPU' });
-    const estimateMs = this.llmSpeed.estimateMs('cpu', run.spec, this.llmModelBytes());
+    const reusedTokens = lane.reusableTokens(run.spec);
+    const estimateMs = this.llmSpeed.estimateMs('cpu', run.spec, this.llmModelBytes(), reusedTokens);
     this.spawn(
       () => lane.serve(run.spec, this.streamTo(run), run.abort.signal),
       (r) => {
         this.cpuLaneEpoch++;
         this.scheduleCpuLaneStop();
-        if (r.ok) this.llmSpeed.observe('cpu', run.spec, r.value.text, r.value.runMs, this.llmModelBytes());
+        if (r.ok) this.llmSpeed.observe('cpu', run.spec, r.value.text, r.value.runMs, this.llmModelBytes(), reusedTokens);
         if (this.cpuRun !== run) return;
         if (r.ok) {
           const answer = r.value;
@@ -1009,7 +1016,9 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
             kind: 'answer',
             jobId: run.rec.id,
             reason:
-              `${run.rec.id} answered on the CPU in ${formatDuration(answer.runMs)} (est. ${formatDuration(estimateMs)})` +
+              `${run.rec.id} answered on the CPU in ${formatDuration(answer.runMs)} (est. ${formatDuration(estimateMs)}` +
+              (reusedTokens > 0 ? `, ~${reusedTokens} prompt tokens held from the request before` : '') +
+              ')' +
               (answer.startMs > 0 ? `, after ${formatDuration(answer.startMs)} starting the CPU copy` : ''),
             durationMs: answer.runMs + answer.startMs,
           });
@@ -1080,6 +1089,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
 
   private moveLlm(target: LlmState, then: (r: Settled<{ tookMs: Millis; measured: MeasuredBuffer[] }>) => void): void {
     const llm = this.options.llm!;
+    if (target !== 'hot') this.gpuPrompt.clear();
     this.llmMove = { from: this.llmState, target };
     this.changed();
     this.spawn(
@@ -1104,6 +1114,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     if (actual === this.llmState) return;
     this.record({ kind: 'worker', reason: `LLM worker is ${actual}, not ${this.llmState} as last known (it stopped on its own); planning from ${actual}` });
     this.llmState = actual;
+    this.gpuPrompt.clear();
     this.changed();
   }
 
@@ -1593,10 +1604,11 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private cpuLaneEstimate(spec: LlmJobSpec, costs: LlmCosts): CpuLaneEstimate {
     const bytes = this.llmModelBytes();
     return {
-      requestMs: this.llmSpeed.estimateMs('cpu', spec, bytes),
+      requestMs: this.llmSpeed.estimateMs('cpu', spec, bytes, this.cpuLane!.reusableTokens(spec)),
       // Until measured: a process, the weights from the page cache and a context, as for the GPU LLM.
       startMs: this.cpuLane!.startEstimateMs(llmRestoreMs(costs, 'stopped', 'hot')),
-      gpuRequestMs: this.llmSpeed.estimateMs('gpu', spec, bytes),
+      // The GPU LLM will answer after coming back (a new context) unless it kept its context through the image job.
+      gpuRequestMs: this.llmSpeed.estimateMs('gpu', spec, bytes, this.llmState === 'hot' ? this.gpuPrompt.reusableTokens(spec) : 0),
     };
   }
 

@@ -6,6 +6,7 @@
  * then wait for the GPU LLM as they would without it.
  */
 
+import { PromptReuse } from './estimators/promptReuse';
 import type { Clock, LlmControl } from './ports';
 import type { LlmJobSpec, Millis } from './types';
 
@@ -24,6 +25,7 @@ export class CpuLane {
   lastUsedAt: Millis = -Infinity;
   private busy = false;
   private lastStartMs: Millis | null = null;
+  private readonly prompt = new PromptReuse();
 
   constructor(
     readonly control: LlmControl,
@@ -47,18 +49,28 @@ export class CpuLane {
     return this.running ? 0 : (this.lastStartMs ?? prior);
   }
 
+  /** Prompt tokens of `spec` the lane's context holds from its last answer (none when it is not running). */
+  reusableTokens(spec: LlmJobSpec): number {
+    return this.running ? this.prompt.reusableTokens(spec) : 0;
+  }
+
   /** Starts the lane when it is not running, then answers `spec`. */
   async serve(spec: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
     this.busy = true;
     try {
       let startMs = 0;
       if (!this.running) {
+        this.prompt.clear();
         startMs = (await this.control.setState('hot', signal)).tookMs;
         this.lastStartMs = startMs;
       }
       const started = this.clock.now();
       const text = await this.control.run(spec, onText, signal);
+      this.prompt.served(spec);
       return { text, startMs, runMs: this.clock.now() - started };
+    } catch (error) {
+      this.prompt.clear();
+      throw error;
     } finally {
       this.busy = false;
       this.lastUsedAt = this.clock.now();
@@ -67,6 +79,7 @@ export class CpuLane {
 
   /** Stops the lane's process, giving its RAM back. */
   async stop(): Promise<void> {
+    this.prompt.clear();
     if (this.control.state() !== 'stopped') await this.control.setState('stopped');
   }
 }

@@ -127,4 +127,24 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     assert.match(stop.reason, /idle for 30\.0 s \(gives its RAM back\)/);
     assert.ok(stop.at >= answeredAt + 30_000);
   });
+
+  it('counts what the CPU copy holds of the last prompt: a completion typed further is estimated without the shared prefix', async () => {
+    const made = laneRig(600_000);
+    rig = made;
+    const { arbiter } = rig;
+    await imageRunning(rig);
+    const file = 'const x = 1;\n'.repeat(300);
+    const infill = (typed: string) => llmSpec({ task: 'infill', prompt: undefined, prefix: file + typed, suffix: '\n}\n', maxTokens: 64 });
+    const first = arbiter.submit(infill(''));
+    assert.equal((await within(arbiter.waitFor(first.id))).job.status, 'done');
+    const second = arbiter.submit(infill('let y'));
+    assert.equal((await within(arbiter.waitFor(second.id))).job.status, 'done');
+    assert.equal(made.cpu.served.length, 2, 'both answered on the CPU');
+
+    const firstAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === first.id)!;
+    const secondAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === second.id)!;
+    assert.doesNotMatch(firstAnswer.reason, /held from the request before/);
+    // The prefix (3900 characters and its mark), not the suffix after the edit.
+    assert.match(secondAnswer.reason, /~975 prompt tokens held from the request before/);
+  });
 });

@@ -55,13 +55,14 @@ export class LlmSpeedModel {
     return Math.max(1, Math.min(cap, expected));
   }
 
-  sizeOf(spec: LlmJobSpec): LlmRequestSize {
-    return { promptTokens: promptTokensOf(spec), outputTokens: this.expectedOutputTokens(spec) };
+  /** `reusedTokens`: prompt tokens the lane's context already holds (promptReuse.ts), which cost nothing. */
+  sizeOf(spec: LlmJobSpec, reusedTokens = 0): LlmRequestSize {
+    return { promptTokens: Math.max(0, promptTokensOf(spec) - reusedTokens), outputTokens: this.expectedOutputTokens(spec) };
   }
 
-  /** Expected time of `spec` on `lane`, from its prompt length and its task's expected output. */
-  estimateMs(lane: LlmLane, spec: LlmJobSpec, modelBytes: Bytes): Millis {
-    return Math.round(priorRequestMs(lane, this.sizeOf(spec), modelBytes) * this.factor[lane]);
+  /** Expected time of `spec` on `lane`, from the prompt tokens it must evaluate and its task's expected output. */
+  estimateMs(lane: LlmLane, spec: LlmJobSpec, modelBytes: Bytes, reusedTokens = 0): Millis {
+    return Math.round(priorRequestMs(lane, this.sizeOf(spec, reusedTokens), modelBytes) * this.factor[lane]);
   }
 
   /** Whether `lane` has served a request yet (its figure is then measured, not assumed). */
@@ -70,8 +71,8 @@ export class LlmSpeedModel {
   }
 
   /** Learns from a served request: its lane's speed, and its task's output length. */
-  observe(lane: LlmLane, spec: LlmJobSpec, output: string, measuredMs: Millis, modelBytes: Bytes): SpeedObservation {
-    const size = { promptTokens: promptTokensOf(spec), outputTokens: Math.max(1, tokensOfText(output)) };
+  observe(lane: LlmLane, spec: LlmJobSpec, output: string, measuredMs: Millis, modelBytes: Bytes, reusedTokens = 0): SpeedObservation {
+    const size = { promptTokens: Math.max(0, promptTokensOf(spec) - reusedTokens), outputTokens: Math.max(1, tokensOfText(output)) };
     const prior = priorRequestMs(lane, size, modelBytes);
     const estimateMs = Math.round(prior * this.factor[lane]);
     if (measuredMs > 0 && prior > 0) {

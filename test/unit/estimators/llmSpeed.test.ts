@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { LlmSpeedModel, priorRequestMs, promptTokensOf, tokensOfText } from '../../../sidecar/core/estimators/llmSpeed';
+import { PromptReuse, promptText } from '../../../sidecar/core/estimators/promptReuse';
 import { GiB, type LlmJobSpec } from '../../../sidecar/core/types';
 
 const MODEL = 4 * GiB;
@@ -55,5 +56,50 @@ describe('LLM request time', () => {
     const model = new LlmSpeedModel();
     model.observe('cpu', spec(), 'y'.repeat(400), 0, MODEL);
     assert.equal(model.measured('cpu'), false);
+  });
+});
+
+describe('prompt reuse', () => {
+  const infill = (prefix: string, suffix = 's'.repeat(400)): LlmJobSpec => ({ kind: 'llm', task: 'infill', contextSize: 8192, prefix, suffix, maxTokens: 64 });
+
+  it('holds nothing at first, then the prompt it served: the next prompt costs only what follows the match', () => {
+    const reuse = new PromptReuse();
+    const file = 'p'.repeat(4000);
+    assert.equal(reuse.reusableTokens(infill(file)), 0);
+    reuse.served(infill(file));
+    // The user typed at the cursor: the prefix up to the edit is held, the suffix after it is not.
+    const typed = reuse.reusableTokens(infill(`${file}const x`));
+    assert.equal(typed, 1000);
+    assert.ok(typed < promptTokensOf(infill(`${file}const x`)));
+    // Another place: nothing in common.
+    assert.equal(reuse.reusableTokens(infill(`q${file}`)), 0);
+    reuse.clear();
+    assert.equal(reuse.reusableTokens(infill(file)), 0);
+  });
+
+  it('never matches a prefix with a suffix, nor one task with another', () => {
+    const reuse = new PromptReuse();
+    reuse.served(infill('abcd'.repeat(10), ''));
+    assert.equal(reuse.reusableTokens(infill('abcd'.repeat(5), 'abcd'.repeat(5))), 5, 'the match stops at the end of the shorter prefix');
+    assert.equal(promptText({ task: 'completion', prompt: 'abc' }), 'abc');
+    assert.notEqual(promptText({ task: 'chat', messages: [{ role: 'user', content: 'abc' }] }).slice(0, 3), 'abc');
+    reuse.served({ task: 'chat', messages: [{ role: 'system', content: 'S'.repeat(400) }, { role: 'user', content: 'one' }] });
+    const next = reuse.reusableTokens({ task: 'chat', messages: [{ role: 'system', content: 'S'.repeat(400) }, { role: 'user', content: 'two' }] });
+    assert.ok(next >= 100 && next < 105, `the system prompt is held: ${next}`);
+  });
+
+  it('the speed model charges only the prompt tokens that are not held', () => {
+    const model = new LlmSpeedModel();
+    const request = infill('p'.repeat(4000));
+    const full = model.estimateMs('cpu', request, MODEL);
+    const held = model.estimateMs('cpu', request, MODEL, 1000);
+    const perPromptToken = priorRequestMs('cpu', { promptTokens: 1, outputTokens: 0 }, MODEL) - priorRequestMs('cpu', { promptTokens: 0, outputTokens: 0 }, MODEL);
+    assert.ok(Math.abs(full - held - 1000 * perPromptToken) < 2, `${full} vs ${held}`);
+    assert.equal(model.estimateMs('cpu', request, MODEL, 10_000), model.estimateMs('cpu', { ...request, prefix: '', suffix: '' }, MODEL), 'never below no prompt');
+    // A fast answer that had most of its prompt held does not make the lane look faster than it is.
+    const answer = 'y'.repeat(128);
+    const time = priorRequestMs('cpu', { promptTokens: promptTokensOf(request) - 1000, outputTokens: 32 }, MODEL);
+    model.observe('cpu', request, answer, time, MODEL, 1000);
+    assert.ok(Math.abs(model.estimateMs('cpu', request, MODEL, 1000) - time) < 2);
   });
 });
