@@ -1605,6 +1605,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     const bytes = this.llmModelBytes();
     return {
       requestMs: this.llmSpeed.estimateMs('cpu', spec, bytes, this.cpuLane!.reusableTokens(spec)),
+      requestRatePerMs: this.llmRequestRate(),
       // Until measured: a process, the weights from the page cache and a context, as for the GPU LLM.
       startMs: this.cpuLane!.startEstimateMs(llmRestoreMs(costs, 'stopped', 'hot')),
       // The GPU LLM will answer after coming back (a new context) unless it kept its context through the image job.

@@ -371,7 +371,7 @@ describe('planLlmJob', () => {
 
   describe('with a CPU copy of the LLM', () => {
     const busyImage = (remainingMs: number) => ({ state: 'stopped' as const, heldBytes: 0, busy: true, remainingMs });
-    const input = (remainingMs: number, cpu: { requestMs: number; startMs: number; gpuRequestMs: number }) => ({
+    const input = (remainingMs: number, cpu: { requestMs: number; startMs: number; gpuRequestMs: number; requestRatePerMs?: number }) => ({
       jobId: 'l',
       spec: { contextSize: 4096 },
       device: device(1 * GiB),
@@ -407,6 +407,17 @@ describe('planLlmJob', () => {
       const wait = waitFor(15_000, 500);
       assert.equal(planLlmJob(input(15_000, { requestMs: wait - 1000, startMs: 0, gpuRequestMs: 500 })).lane, 'cpu');
       assert.equal(planLlmJob(input(15_000, { requestMs: wait - 1000, startMs: 2000, gpuRequestMs: 500 })).fits, false);
+    });
+
+    it('counts the requests that would wait for the copy meanwhile: a long answer waits when requests come often', () => {
+      // 40 s on the copy against 100 s of waiting; at one request every 10 s, about 4 requests wait 20 s each.
+      const long = { requestMs: 40_000, startMs: 0, gpuRequestMs: 2000 };
+      assert.equal(planLlmJob(input(100_000, long)).lane, 'cpu', 'nobody else asks: the copy');
+      const busy = planLlmJob({ ...input(100_000, { ...long, requestRatePerMs: 1 / 10_000 }) });
+      assert.equal(busy.fits, false);
+      assert.match(busy.reason, /-> wait for it to end \(on the CPU est\. 40\.0 s \+ 1 min 20 s of waiting for requests that come meanwhile, waiting est\. [\d.]+ min [\d.]+ s\)$/);
+      // A short answer still takes the copy at that rate: 5 s + 1.25 s.
+      assert.equal(planLlmJob(input(100_000, { requestMs: 5000, startMs: 0, gpuRequestMs: 500, requestRatePerMs: 1 / 10_000 })).lane, 'cpu');
     });
 
     it('is not used when the GPU LLM can load now', () => {

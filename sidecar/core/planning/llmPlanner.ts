@@ -4,7 +4,7 @@
  *
  * Policy when the LLM does not fit because an image job holds the memory: the request is answered by the CPU copy
  * of the model (`lane: 'cpu'`) when there is one and that is expected to end sooner than waiting for the image job
- * and then loading the LLM; otherwise it WAITS for the image job to end (`fits: false`, the reason says so). It
+ * and then loading the LLM, counting the requests that would wait for the copy meanwhile; otherwise it WAITS for the image job to end (`fits: false`, the reason says so). It
  * never loads the GPU LLM with fewer layers: its layer count is fixed until the next reload, so it would stay
  * several times slower long after the image job. An idle resident sd-server, by contrast, is stopped to make room.
  */
@@ -13,6 +13,7 @@ import { formatBytes, formatDuration } from '../format';
 import type { Bytes, LlmJobSpec, Millis, Plan, StagePlan, YieldStep } from '../types';
 import type { PlannerDevice, PlannerImageResident, PlannerLlm } from './imagePlanner';
 import { llmFootprint, llmRestoreMs } from './llmFootprint';
+import { type PlannerPolicy, resolvePolicy } from './policy';
 
 export interface LlmPlanInput {
   jobId: string;
@@ -22,6 +23,7 @@ export interface LlmPlanInput {
   image: PlannerImageResident;
   /** The CPU copy of the model, when one may serve requests: what this request is expected to take there. */
   cpu?: CpuLaneEstimate;
+  policy?: Partial<PlannerPolicy>;
 }
 
 export interface CpuLaneEstimate {
@@ -31,6 +33,11 @@ export interface CpuLaneEstimate {
   startMs: Millis;
   /** The same request on the GPU LLM once it is hot. */
   gpuRequestMs: Millis;
+  /**
+   * Recent LLM requests per ms. The copy answers one request at a time, so the ones that arrive while it answers
+   * this one wait for it: priced as for a yield (policy.ts), r x T^2 / 2 for T on the copy.
+   */
+  requestRatePerMs?: number;
 }
 
 export function planLlmJob(input: LlmPlanInput): Plan {
@@ -97,8 +104,13 @@ export function planLlmJob(input: LlmPlanInput): Plan {
     // Waiting: the image job's time left, then loading the LLM, then the request on the GPU.
     const waitMs = (image.remainingMs ?? 0) + restoreMs + cpu.gpuRequestMs;
     const cpuMs = cpu.startMs + cpu.requestMs;
-    const compare = `on the CPU est. ${formatDuration(cpuMs)}${cpu.startMs > 0 ? ` with its start` : ''}, waiting est. ${formatDuration(waitMs)}`;
-    if (cpuMs < waitMs) {
+    const rate = Math.max(0, cpu.requestRatePerMs ?? 0);
+    const holdsOthersMs = Math.round((resolvePolicy(input.policy).llmWaitWeight * rate * cpuMs * cpuMs) / 2);
+    const compare =
+      `on the CPU est. ${formatDuration(cpuMs)}${cpu.startMs > 0 ? ` with its start` : ''}` +
+      (holdsOthersMs >= 1000 ? ` + ${formatDuration(holdsOthersMs)} of waiting for requests that come meanwhile` : '') +
+      `, waiting est. ${formatDuration(waitMs)}`;
+    if (cpuMs + holdsOthersMs < waitMs) {
       return {
         ...base,
         fits: true,
