@@ -1,6 +1,8 @@
 /**
  * Whether the LLM can serve an inline completion right now, from the snapshot. While it has lent its memory to
- * an image job, completions wait quietly instead of queueing behind the image or failing.
+ * an image job, completions go to the CPU copy of the model when there is one (the sidecar answers there when that
+ * is quicker than waiting, and the editor cancels a completion the user typed past); without one they wait quietly
+ * instead of queueing behind the image or failing.
  */
 
 import type { SidecarSnapshot } from '../sidecar/protocol';
@@ -14,5 +16,5 @@ export function llmAvailability(snapshot: SidecarSnapshot | undefined, modelConf
   const llmYielded =
     snapshot.llm.state !== 'hot' &&
     (imageActive || snapshot.running.some((job) => job.plan?.yields.some((y) => y.resident === 'llm')));
-  return llmYielded ? 'lent' : 'ready';
+  return llmYielded && snapshot.llm.cpuCopy !== 'available' ? 'lent' : 'ready';
 }

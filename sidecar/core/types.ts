@@ -75,6 +75,11 @@ export interface LlmResident {
   costs: LlmCosts | null;
   /** Millis since the epoch of the last LLM request; drives the idle policy. */
   lastUsedAt: Millis;
+  /**
+   * The CPU copy of the model (cpuLane.ts): `available` when it may answer while an image job holds the GPU (it
+   * starts on first use), `set-aside` after it failed; absent when there is none.
+   */
+  cpuCopy?: 'available' | 'set-aside';
 }
 
 export interface ImageResident {

@@ -132,6 +132,12 @@ describe('llmAvailability', () => {
     const job = imageJob({ spec: { kind: 'llm', task: 'chat', contextSize: 1 }, plan: plan({ yields: [{ resident: 'llm', from: 'hot', to: 'warm', frees: 1, restoreMs: 1 }] }) });
     assert.equal(llmAvailability(snapshot({ running: [job], llm: { ...snapshot().llm, state: 'warm' } }), true), 'lent');
   });
+
+  it('is ready while lent when the CPU copy of the model can answer, and lent again once it was set aside', () => {
+    const withCopy = (cpuCopy: 'available' | 'set-aside') => snapshot({ running: [imageJob()], llm: { ...snapshot().llm, state: 'cold', cpuCopy } });
+    assert.equal(llmAvailability(withCopy('available'), true), 'ready');
+    assert.equal(llmAvailability(withCopy('set-aside'), true), 'lent');
+  });
 });
 
 describe('image progress', () => {
