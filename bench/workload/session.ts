@@ -4,7 +4,7 @@
  */
 
 import { World } from './world';
-import type { Arrival, ImageArrival, LlmArrival, Trace } from './trace';
+import { sharedPromptTokens, type Arrival, type ImageArrival, type LlmArrival, type Trace } from './trace';
 import type { SdBuild } from './truth';
 import type { RunOutcome } from './virtualClock';
 import type { Bytes, Millis } from '../../sidecar/core/types';
@@ -57,7 +57,13 @@ export class Session {
   ) {
     this.world = new World(trace, sdBuild);
     this.open = trace.jobs.length;
-    const ideal = (job: LlmArrival) => this.world.llm.requestMs(job, this.world.llm.meta.blockCount + 1);
+    // Ideal: every layer on the GPU, the GPU to itself, and the context holding the request before's prompt.
+    let before: LlmArrival | null = null;
+    const ideal = (job: LlmArrival) => {
+      const ms = this.world.llm.requestMs(job, this.world.llm.meta.blockCount + 1, sharedPromptTokens(before, job));
+      before = job;
+      return ms;
+    };
     for (const job of trace.jobs) {
       this.records.set(job.id, { id: job.id, kind: job.kind, at: job.at, outcome: 'lost', ...(job.kind === 'llm' ? { idealMs: ideal(job) } : {}) });
     }

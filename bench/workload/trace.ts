@@ -27,6 +27,21 @@ export interface LlmArrival {
   task: Extract<LlmTask, 'completion' | 'chat' | 'enhancePrompt'>;
   promptTokens: number;
   genTokens: number;
+  /** Completions: where in which file, which decides how much of the prompt the one before shares. */
+  place?: CompletionPlace;
+}
+
+/**
+ * Where a completion is asked, in tokens, as the inline completion provider builds its prompt (src/llmTasks.ts):
+ * the file from the prefix window's start to the cursor, then the suffix after the cursor. While the user types in
+ * one place the window's start stays put, so two completions there share the prefix up to the earlier cursor.
+ */
+export interface CompletionPlace {
+  /** A place in a file: a new one at each typing burst and each jump elsewhere. */
+  doc: number;
+  windowStart: number;
+  cursor: number;
+  suffix: number;
 }
 
 export interface ImageArrival {
@@ -70,6 +85,12 @@ export const DEFAULT_DURATION_MS = 40 * 60_000;
 /** Room kept when deciding whether a card can run an image at all. */
 const FEASIBILITY_HEADROOM = 512 * MiB;
 const OTHER_USE_CAP_SHARE = 0.15;
+/** Fill-in-the-middle windows in tokens (4 characters each): the suffix sent, the least prefix and its grid step. */
+const SUFFIX_TOKENS = 375;
+const PREFIX_MIN_TOKENS = 1000;
+const PREFIX_STEP_TOKENS = 256;
+/** Chance that the user moved elsewhere (another function, another file) before a completion in a burst. */
+const JUMP_CHANCE = 0.15;
 
 type Size = readonly [number, number];
 const SIZES: readonly (readonly [Size, number])[] = [
@@ -175,16 +196,26 @@ function runnable(model: ImageModel, width: number, height: number, steps: numbe
 
 function baseTrace(seed: number, durationMs: Millis): BaseTrace {
   const rng = new Rng(seed);
+  // Where completions are asked comes from a generator of its own, so the rest of the session is as it always was.
+  const places = new Rng(seed * 7919 + 104_729);
   const llm: Omit<LlmArrival, 'id'>[] = [];
   const images: BaseImage[] = [];
   const s = 1000;
   const min = 60_000;
 
   // Typing bursts with completions.
+  let doc = 0;
   for (let t = rng.uniform(0, 1) * min; t < durationMs; ) {
     const end = Math.min(durationMs, t + rng.uniform(2, 6) * min);
+    let place: CompletionPlace | null = null;
+    let last = t;
     for (let at = t + rng.uniform(1, 5) * s; at < end; at += Math.max(1.5 * s, rng.exponential(7 * s))) {
-      llm.push({ kind: 'llm', at: Math.round(at), task: 'completion', promptTokens: rng.int(600, 2000), genTokens: Math.round(rng.logUniform(8, 64)) });
+      const request: Omit<LlmArrival, 'id'> = { kind: 'llm', at: Math.round(at), task: 'completion', promptTokens: rng.int(600, 2000), genTokens: Math.round(rng.logUniform(8, 64)) };
+      place = nextPlace(place, request.promptTokens, (at - last) / s, places, () => ++doc);
+      last = at;
+      request.place = place;
+      request.promptTokens = place.cursor - place.windowStart + place.suffix;
+      llm.push(request);
     }
     t = end + rng.uniform(0.5, 4) * min;
   }
@@ -224,6 +255,30 @@ function baseTrace(seed: number, durationMs: Millis): BaseTrace {
     episodes.push({ start: Math.round(t), end: Math.round(t + rng.uniform(1, 6) * min), share: rng.uniform(0.03, 0.1) });
   }
   return { llm, images, baseOtherUse, episodes, llmTruthSeed: rng.fork(), imageBiasSeed: rng.fork() };
+}
+
+/**
+ * The place of the next completion: a new one (its prompt as long as drawn) at the start of a burst or when the user
+ * moved elsewhere; otherwise the same place with what was typed since (2-6 characters a second), the prefix window
+ * moving on by a step once it has grown by one (src/llmTasks.ts infillPrefixStart).
+ */
+function nextPlace(place: CompletionPlace | null, drawnTokens: number, secondsSince: number, rng: Rng, newDoc: () => number): CompletionPlace {
+  if (!place || rng.chance(JUMP_CHANCE)) {
+    // The provider never sends more prefix than its window (at least 1000 tokens, less than one step more).
+    const suffix = Math.min(SUFFIX_TOKENS, Math.round(drawnTokens * 0.27));
+    return { doc: newDoc(), windowStart: 0, cursor: Math.min(drawnTokens - suffix, PREFIX_MIN_TOKENS + PREFIX_STEP_TOKENS - 1), suffix };
+  }
+  const cursor = place.cursor + Math.max(1, Math.round(secondsSince * rng.uniform(0.5, 1.5)));
+  const windowStart = cursor - place.windowStart >= PREFIX_MIN_TOKENS + PREFIX_STEP_TOKENS ? place.windowStart + PREFIX_STEP_TOKENS : place.windowStart;
+  return { ...place, cursor, windowStart };
+}
+
+/** Prompt tokens of `request` that an LLM context still holding `held`'s prompt need not evaluate again. */
+export function sharedPromptTokens(held: LlmArrival | null | undefined, request: LlmArrival): number {
+  const a = held?.place;
+  const b = request.place;
+  if (!a || !b || a.doc !== b.doc || a.windowStart !== b.windowStart) return 0;
+  return Math.min(a.cursor, b.cursor) - b.windowStart;
 }
 
 function otherUseSchedule(base: BaseTrace, budget: Bytes): { steps: OtherUseStep[]; peak: Bytes } {

@@ -207,8 +207,8 @@ export interface LlmTruth {
   dropContextMs: Millis;
   dropWeightsMs: Millis;
   exitMs: Millis;
-  /** Compute time of a request with `gpuLayers` on the GPU, alone on the device. */
-  requestMs(request: LlmRequestShape, gpuLayers: number): Millis;
+  /** Compute time of a request with `gpuLayers` on the GPU, alone on the device, `heldTokens` of its prompt held. */
+  requestMs(request: LlmRequestShape, gpuLayers: number, heldTokens?: number): Millis;
 }
 
 export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CONTEXT): LlmTruth {
@@ -244,11 +244,13 @@ export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CON
     dropContextMs: LLM_DROP_CONTEXT_MS,
     dropWeightsMs: LLM_DROP_WEIGHTS_MS,
     exitMs: LLM_EXIT_MS,
-    requestMs: (request, k) => {
+    requestMs: (request, k, heldTokens = 0) => {
       const f = blocks(k) / meta.blockCount;
       const perPrompt = f / PROMPT_TOKENS_PER_S.gpu + (1 - f) / PROMPT_TOKENS_PER_S.cpu;
       const perGen = f / GEN_TOKENS_PER_S.gpu + (1 - f) / GEN_TOKENS_PER_S.cpu;
-      return Math.round(REQUEST_OVERHEAD_MS + 1000 * (request.promptTokens * perPrompt + request.genTokens * perGen));
+      // llama.cpp evaluates only the prompt after what the context holds; at least one token, to start generating.
+      const promptTokens = Math.max(1, request.promptTokens - heldTokens);
+      return Math.round(REQUEST_OVERHEAD_MS + 1000 * (promptTokens * perPrompt + request.genTokens * perGen));
     },
   };
 }

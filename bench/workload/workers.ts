@@ -11,7 +11,7 @@
 import type { World } from './world';
 import { LLM_PID, SD_PID } from './world';
 import { CHARS_PER_TOKEN } from '../../sidecar/core/estimators/figures';
-import type { ImageArrival } from './trace';
+import { sharedPromptTokens, type ImageArrival, type LlmArrival } from './trace';
 import type { ImageRunner, ImageRunResult, LlmControl, MeasuredBuffer, StageProgress } from '../../sidecar/core/ports';
 import {
   LLM_STATES_BY_FOOTPRINT,
@@ -39,6 +39,8 @@ export class TrueLlm implements LlmControl {
   weightLoads = 0;
   /** Out-of-memory aborts. */
   crashes = 0;
+  /** The request whose prompt the context holds (llama.cpp keeps a sequence's tokens between requests). */
+  private held: LlmArrival | null = null;
 
   constructor(
     private readonly world: World,
@@ -97,10 +99,13 @@ export class TrueLlm implements LlmControl {
 
   async run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
     if (this.current !== 'hot') throw new Error(`the LLM is ${this.current}: it must be hot to serve a request`);
-    const request = this.world.request(job.prompt ?? '');
-    const ms = this.world.llm.requestMs(request, this.gpuLayers);
+    const request = this.world.request(job);
+    const ms = this.world.llm.requestMs(request, this.gpuLayers, sharedPromptTokens(this.held, request));
+    // Cancelled or failed part way: what the context then holds is not counted on.
+    this.held = null;
     if (this.gpuLayers > 0) await this.world.gpu.run(ms, signal);
     else await this.world.clock.sleep(ms, signal);
+    this.held = request;
     // As long as the tokens it stands for, as a real answer would be.
     const text = 'y'.repeat(request.genTokens * CHARS_PER_TOKEN);
     onText(text);
@@ -128,6 +133,7 @@ export class TrueLlm implements LlmControl {
     const k = this.gpuLayers;
     const wantWeights = state === 'hot' || state === 'warm';
     const wantContext = state === 'hot';
+    if (!wantContext) this.held = null;
     if (!wantContext) for (const id of this.contextIds.splice(0)) this.world.release(id);
     if (!wantWeights && this.weightsId) {
       this.world.release(this.weightsId);

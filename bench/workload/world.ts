@@ -8,7 +8,7 @@ import { DiscreteEventClock } from './virtualClock';
 import { imageTruth, llmTruth, type ImageJobTruth, type LlmTruth, type SdBuild } from './truth';
 import { LLM_META, type ImageModel } from './catalog';
 import type { ImageArrival, LlmArrival, Trace } from './trace';
-import { MiB, type Bytes, type Millis } from '../../sidecar/core/types';
+import { MiB, type Bytes, type LlmJobSpec, type Millis } from '../../sidecar/core/types';
 import { SimulatedDevice } from '../../sidecar/devices/simulatedDevice';
 
 /** Owners of allocations on the device, as process ids (the arbiter tells ours from other programs' by them). */
@@ -77,9 +77,9 @@ export class World {
     return this.device.snapshot().free;
   }
 
-  /** The trace entry a request's prompt names (its first line). */
-  request(prompt: string): LlmArrival {
-    const id = prompt.split('\n', 1)[0];
+  /** The trace entry a request names: its prompt's first line, or a fill-in-the-middle suffix's last line. */
+  request(spec: Pick<LlmJobSpec, 'prompt' | 'suffix'>): LlmArrival {
+    const id = spec.suffix !== undefined ? spec.suffix.slice(spec.suffix.lastIndexOf('\n') + 1) : (spec.prompt ?? '').split('\n', 1)[0];
     const request = this.requests.get(id);
     if (!request) throw new Error(`No LLM request ${id} in the trace.`);
     return request;

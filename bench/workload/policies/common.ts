@@ -52,12 +52,21 @@ export async function runAutoFit(session: Session, sd: TrueSdCli, job: ImageArri
 const MAX_TOKENS: Record<LlmArrival['task'], number> = { completion: 64, chat: 768, enhancePrompt: 220 };
 
 /**
- * The spec a request is served with: its prompt's first line names the trace entry, and the prompt is as long as
- * its tokens (CHARS_PER_TOKEN characters each), so that the arbiter sees what it would see in the editor.
+ * The spec a request is served with, as long as its tokens (CHARS_PER_TOKEN characters each), so that the arbiter
+ * sees what it would see in the editor. A completion is a fill-in-the-middle request as the inline completion
+ * provider sends it: the prefix from its window's start to the cursor (the same text at the same place, so two
+ * completions there share it up to the earlier cursor), then the suffix, whose last line names the trace entry.
+ * Other requests name it on their prompt's first line.
  */
 export function llmSpec(job: LlmArrival): LlmJobSpec {
-  const prompt = `${job.id}\n`.padEnd(job.promptTokens * CHARS_PER_TOKEN, 'x');
-  return { kind: 'llm', task: job.task, contextSize: LLM_CONTEXT, prompt, maxTokens: MAX_TOKENS[job.task] };
+  const base = { kind: 'llm' as const, contextSize: LLM_CONTEXT, maxTokens: MAX_TOKENS[job.task] };
+  const place = job.place;
+  if (place) {
+    const prefix = `// file ${place.doc} from ${place.windowStart}\n`.padEnd((place.cursor - place.windowStart) * CHARS_PER_TOKEN, 'x');
+    const suffix = `\n${job.id}`.padStart(place.suffix * CHARS_PER_TOKEN, 's');
+    return { ...base, task: 'infill', prefix, suffix };
+  }
+  return { ...base, task: job.task, prompt: `${job.id}\n`.padEnd(job.promptTokens * CHARS_PER_TOKEN, 'x') };
 }
 
 /** Moves the LLM to `target`; false (and the LLM stopped) when llama.cpp aborted for lack of memory. */

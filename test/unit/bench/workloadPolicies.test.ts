@@ -46,6 +46,28 @@ describe('workload policies on the simulated device', () => {
     }
   });
 
+  it('a context that holds the prompt before answers a completion typed further faster, until the LLM is unloaded', async () => {
+    const at = (id: string, ms: number, cursor: number): Arrival => ({
+      kind: 'llm',
+      id,
+      at: ms,
+      task: 'completion',
+      promptTokens: cursor + 375,
+      genTokens: 24,
+      place: { doc: 1, windowStart: 0, cursor, suffix: 375 },
+    });
+    const trace = traceOf(24 * GiB, [at('llm-1', 0, 1000), at('llm-2', 10_000, 1010), at('llm-3', 20_000, 1020), sdxl1024('img-1', 25_000), at('llm-4', 90_000, 1030)]);
+    const run = await runUnloadPerImage(trace);
+    const took = (id: string) => {
+      const r = run.records.find((x) => x.id === id)!;
+      return r.endedAt! - r.at;
+    };
+    assert.ok(took('llm-2') < took('llm-1') * 0.75, `held prefix: ${took('llm-2')} ms vs ${took('llm-1')} ms`);
+    assert.ok(took('llm-4') > took('llm-1'), `after the image the server was restarted: nothing held (${took('llm-4')} ms)`);
+    // The ideal counts the prefix the request before left, so the held prefix is not counted as saved waiting.
+    assert.ok(Math.abs(took('llm-2') - run.records.find((x) => x.id === 'llm-2')!.idealMs!) < 5);
+  });
+
   it('keep-alive unloads the LLM after 5 idle minutes and reloads it at the next request', async () => {
     const trace = traceOf(24 * GiB, [completion('llm-1', 0), completion('llm-2', 6 * 60_000)]);
     const run = await runKeepAlive(trace);

@@ -3,7 +3,10 @@ import { describe, it } from 'node:test';
 
 import { imageModelsFor } from '../../../bench/workload/catalog';
 import { Rng } from '../../../bench/workload/rng';
-import { makeTrace, makeTraces, type ImageArrival } from '../../../bench/workload/trace';
+import { llmSpec } from '../../../bench/workload/policies/common';
+import { makeTrace, makeTraces, sharedPromptTokens, type ImageArrival, type LlmArrival } from '../../../bench/workload/trace';
+import { PromptReuse, promptText } from '../../../sidecar/core/estimators/promptReuse';
+import { CHARS_PER_TOKEN } from '../../../sidecar/core/estimators/figures';
 import { imageTruth } from '../../../bench/workload/truth';
 import { GiB, MiB } from '../../../sidecar/core/types';
 
@@ -50,6 +53,37 @@ describe('workload trace', () => {
         assert.ok(truth.weights.diffusion + truth.compute.diffusionFlash <= room, `${job.id} fits the ${trace.budget / GiB} GB card`);
       }
     }
+  });
+
+  it('asks completions in places: while the user types there, each shares the prefix up to the cursor before', () => {
+    const completions = makeTrace(1, 12 * GiB).jobs.filter((j): j is LlmArrival => j.kind === 'llm' && j.task === 'completion');
+    assert.ok(completions.every((c) => c.place && c.promptTokens === c.place.cursor - c.place.windowStart + c.place.suffix));
+    let sameDoc = 0;
+    let shared = 0;
+    for (let i = 1; i < completions.length; i++) {
+      const [a, b] = [completions[i - 1], completions[i]];
+      const tokens = sharedPromptTokens(a, b);
+      if (a.place!.doc !== b.place!.doc) {
+        assert.equal(tokens, 0, 'another place shares nothing');
+        continue;
+      }
+      sameDoc++;
+      assert.ok(b.place!.cursor > a.place!.cursor, 'typed on');
+      if (a.place!.windowStart === b.place!.windowStart) {
+        shared++;
+        assert.equal(tokens, a.place!.cursor - a.place!.windowStart);
+        // The spec the policies send shares exactly that much text, which is what the arbiter's estimate sees.
+        const reuse = new PromptReuse();
+        reuse.served(llmSpec(a));
+        assert.equal(reuse.reusableTokens(llmSpec(b)), tokens);
+      } else assert.equal(tokens, 0, 'a prefix window that moved on shares nothing');
+      assert.ok(b.place!.cursor - b.place!.windowStart < 1256, 'never more prefix than the provider sends');
+    }
+    assert.ok(sameDoc > completions.length / 2 && shared > sameDoc * 0.8, `${sameDoc} in the same place, ${shared} sharing`);
+    assert.equal(sharedPromptTokens(null, completions[0]), 0);
+    const spec = llmSpec(completions[0]);
+    assert.equal(spec.task, 'infill');
+    assert.equal(promptText(spec).length - 3, completions[0].promptTokens * CHARS_PER_TOKEN);
   });
 
   it('picks the Flux quantisation by card', () => {
