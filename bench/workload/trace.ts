@@ -16,6 +16,8 @@
 
 import { BUDGETS, imageModelsFor, type ImageModel, type ImageModelKind } from './catalog';
 import { Rng } from './rng';
+import { INFILL_PREFIX_CHARS, INFILL_PREFIX_STEP, INFILL_SUFFIX_CHARS } from '../../src/llmTasks';
+import { CHARS_PER_TOKEN } from '../../sidecar/core/estimators/figures';
 import { imageTruth } from './truth';
 import { MiB, type Bytes, type LlmTask, type Millis } from '../../sidecar/core/types';
 import type { OtherUseStep } from '../../sidecar/devices/simulatedDevice';
@@ -85,10 +87,14 @@ export const DEFAULT_DURATION_MS = 40 * 60_000;
 /** Room kept when deciding whether a card can run an image at all. */
 const FEASIBILITY_HEADROOM = 512 * MiB;
 const OTHER_USE_CAP_SHARE = 0.15;
-/** Fill-in-the-middle windows in tokens (4 characters each): the suffix sent, the least prefix and its grid step. */
-const SUFFIX_TOKENS = 375;
-const PREFIX_MIN_TOKENS = 1000;
-const PREFIX_STEP_TOKENS = 256;
+/** The inline completion provider's windows in tokens: the suffix sent, the least prefix and its grid step. */
+const SUFFIX_TOKENS = INFILL_SUFFIX_CHARS / CHARS_PER_TOKEN;
+const PREFIX_MIN_TOKENS = INFILL_PREFIX_CHARS / CHARS_PER_TOKEN;
+const PREFIX_STEP_TOKENS = INFILL_PREFIX_STEP / CHARS_PER_TOKEN;
+/** The window start moves on once the prefix reaches this, so a prefix is always shorter. */
+const PREFIX_LIMIT_TOKENS = PREFIX_MIN_TOKENS + PREFIX_STEP_TOKENS;
+/** The suffix's share of a prompt drawn for a new place: about the provider's suffix / (prefix + suffix) windows. */
+const SUFFIX_SHARE = 0.27;
 /** Chance that the user moved elsewhere (another function, another file) before a completion in a burst. */
 const JUMP_CHANCE = 0.15;
 
@@ -265,11 +271,11 @@ function baseTrace(seed: number, durationMs: Millis): BaseTrace {
 function nextPlace(place: CompletionPlace | null, drawnTokens: number, secondsSince: number, rng: Rng, newDoc: () => number): CompletionPlace {
   if (!place || rng.chance(JUMP_CHANCE)) {
     // The provider never sends more prefix than its window (at least 1000 tokens, less than one step more).
-    const suffix = Math.min(SUFFIX_TOKENS, Math.round(drawnTokens * 0.27));
-    return { doc: newDoc(), windowStart: 0, cursor: Math.min(drawnTokens - suffix, PREFIX_MIN_TOKENS + PREFIX_STEP_TOKENS - 1), suffix };
+    const suffix = Math.min(SUFFIX_TOKENS, Math.round(drawnTokens * SUFFIX_SHARE));
+    return { doc: newDoc(), windowStart: 0, cursor: Math.min(drawnTokens - suffix, PREFIX_LIMIT_TOKENS - 1), suffix };
   }
   const cursor = place.cursor + Math.max(1, Math.round(secondsSince * rng.uniform(0.5, 1.5)));
-  const windowStart = cursor - place.windowStart >= PREFIX_MIN_TOKENS + PREFIX_STEP_TOKENS ? place.windowStart + PREFIX_STEP_TOKENS : place.windowStart;
+  const windowStart = cursor - place.windowStart >= PREFIX_LIMIT_TOKENS ? place.windowStart + PREFIX_STEP_TOKENS : place.windowStart;
   return { ...place, cursor, windowStart };
 }
 

@@ -133,8 +133,10 @@ export class TrueLlm implements LlmControl {
     const k = this.gpuLayers;
     const wantWeights = state === 'hot' || state === 'warm';
     const wantContext = state === 'hot';
-    if (!wantContext) this.held = null;
-    if (!wantContext) for (const id of this.contextIds.splice(0)) this.world.release(id);
+    if (!wantContext) {
+      this.held = null;
+      for (const id of this.contextIds.splice(0)) this.world.release(id);
+    }
     if (!wantWeights && this.weightsId) {
       this.world.release(this.weightsId);
       this.weightsId = null;

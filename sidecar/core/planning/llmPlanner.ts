@@ -4,9 +4,10 @@
  *
  * Policy when the LLM does not fit because an image job holds the memory: the request is answered by the CPU copy
  * of the model (`lane: 'cpu'`) when there is one and that is expected to end sooner than waiting for the image job
- * and then loading the LLM, counting the requests that would wait for the copy meanwhile; otherwise it WAITS for the image job to end (`fits: false`, the reason says so). It
- * never loads the GPU LLM with fewer layers: its layer count is fixed until the next reload, so it would stay
- * several times slower long after the image job. An idle resident sd-server, by contrast, is stopped to make room.
+ * and then loading the LLM, counting the requests that would wait for the copy meanwhile; otherwise it WAITS for
+ * the image job to end (`fits: false`, the reason says so). It never loads the GPU LLM with fewer layers: its layer
+ * count is fixed until the next reload, so it would stay several times slower long after the image job. An idle
+ * resident sd-server, by contrast, is stopped to make room.
  */
 
 import { formatBytes, formatDuration } from '../format';

@@ -190,11 +190,19 @@ class LlmWorker {
     if (!this.sequence || this.sequence.disposed) this.sequence = context.getSequence();
     const sequence = this.sequence;
     const meterBefore = sequence.tokenMeter.getState();
-    // What the prompt cost: prompt tokens in the sequence after the answer, and how many of them were evaluated.
-    const promptUse = () => {
+    // The answer, with what its prompt cost: prompt tokens in the sequence after it, and how many were evaluated.
+    const answer = (text: string, stopReason: GenerateResult['stopReason'], infillMode?: GenerateResult['infillMode']): GenerateResult => {
       const used = sequence.tokenMeter.diff(meterBefore);
       const promptTokens = Math.max(0, sequence.contextTokens.length - used.usedOutputTokens);
-      return { promptTokens, reusedTokens: Math.max(0, promptTokens - used.usedInputTokens) };
+      return {
+        text,
+        tokens,
+        stopReason,
+        ...(infillMode ? { infillMode } : {}),
+        tookMs: performance.now() - started,
+        promptTokens,
+        reusedTokens: Math.max(0, promptTokens - used.usedInputTokens),
+      };
     };
     try {
       if (job.task === 'completion' || job.task === 'infill') {
@@ -204,14 +212,14 @@ class LlmWorker {
             const prefix = job.prefix ?? job.prompt ?? '';
             if (completion.infillSupported) {
               const { response, metadata } = await completion.generateInfillCompletionWithMeta(prefix, job.suffix ?? '', options);
-              return { text: response, tokens, stopReason: metadata.stopReason, infillMode: 'native', tookMs: performance.now() - started, ...promptUse() };
+              return answer(response, metadata.stopReason, 'native');
             }
             this.send({ type: 'log', level: 'warn', message: 'The model has no fill-in-the-middle tokens: completing the prefix only (the suffix is ignored).' });
             const { response, metadata } = await completion.generateCompletionWithMeta(prefix, options);
-            return { text: response, tokens, stopReason: metadata.stopReason, infillMode: 'prefix', tookMs: performance.now() - started, ...promptUse() };
+            return answer(response, metadata.stopReason, 'prefix');
           }
           const { response, metadata } = await completion.generateCompletionWithMeta(job.prompt ?? '', options);
-          return { text: response, tokens, stopReason: metadata.stopReason, tookMs: performance.now() - started, ...promptUse() };
+          return answer(response, metadata.stopReason);
         } finally {
           completion.dispose({ disposeSequence: false });
         }
@@ -223,7 +231,7 @@ class LlmWorker {
         if (history.length > 0) session.setChatHistory([...session.getChatHistory().filter((item) => item.type === 'system'), ...history]);
         const { response, responseText, stopReason } = await session.promptWithMeta(last, options);
         void response;
-        return { text: responseText, tokens, stopReason, tookMs: performance.now() - started, ...promptUse() };
+        return answer(responseText, stopReason);
       } finally {
         session.dispose({ disposeSequence: false });
       }
