@@ -8,7 +8,7 @@
 
 import type { Bytes, Millis } from '../../sidecar/core/types';
 import { evaluatePlacement } from './policies/oracle';
-import type { PolicyId, PolicyRun } from './session';
+import type { JobRecord, PolicyId, PolicyRun } from './session';
 import type { Trace } from './trace';
 import { World } from './world';
 
@@ -31,6 +31,9 @@ export interface Summary {
   blankImages: number;
   /** LLM requests that failed, and jobs that never ended. */
   lostJobs: number;
+  /** Completions asked, and those answered before the user typed on (the rest were superseded). */
+  completions: number;
+  completionsShown: number;
   makespanMs: Millis;
   llmRequests: number;
   waitP50Ms: Millis;
@@ -50,21 +53,43 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 }
 
+function isCompletionRecord(r: JobRecord): boolean {
+  return r.completion === true;
+}
+
+/**
+ * Each LLM request's waiting: how long after its own compute with the whole GPU (what `idealMs` is) the user got
+ * its answer, for queueing, loading, sharing or CPU layers. A completion the user typed past (superseded) counts
+ * until the next suggestion the editor showed, so a policy that answers none of a burst's completions waits for all
+ * of them. Requests that failed or never ended are not waiting but lost.
+ */
+export function waitsOf(run: PolicyRun): Millis[] {
+  const llm = run.records.filter((r) => r.kind === 'llm').sort((a, b) => a.at - b.at);
+  const waits: Millis[] = [];
+  let shownAt: Millis | undefined;
+  // From the last request back: the next suggestion shown after each completion is known when it is reached.
+  for (let i = llm.length - 1; i >= 0; i--) {
+    const r = llm[i];
+    if (isCompletionRecord(r) && r.outcome === 'done') shownAt = r.endedAt;
+    const answeredAt = r.outcome === 'done' ? r.endedAt : r.outcome === 'superseded' ? shownAt : undefined;
+    if (answeredAt !== undefined) waits.push(Math.max(0, answeredAt - r.at - (r.idealMs ?? 0)));
+  }
+  return waits.sort((a, b) => a - b);
+}
+
 export function summarize(run: PolicyRun): Summary {
   const images = run.records.filter((r) => r.kind === 'image');
   const llm = run.records.filter((r) => r.kind === 'llm');
-  // Waiting: what a request took beyond its own compute with the whole GPU (queueing, loading, sharing, CPU layers).
-  const waits = llm
-    .filter((r) => r.outcome === 'done' && r.endedAt !== undefined)
-    .map((r) => Math.max(0, r.endedAt! - r.at - (r.idealMs ?? 0)))
-    .sort((a, b) => a - b);
+  const waits = waitsOf(run);
   return {
     policy: run.policy,
     budget: run.budget,
     images: images.length,
     failedImages: images.filter((r) => r.outcome === 'failed').length,
     blankImages: images.filter((r) => r.outcome === 'blank').length,
-    lostJobs: llm.filter((r) => r.outcome !== 'done').length + images.filter((r) => r.outcome === 'lost').length,
+    lostJobs: llm.filter((r) => r.outcome !== 'done' && r.outcome !== 'superseded').length + images.filter((r) => r.outcome === 'lost').length,
+    completions: llm.filter(isCompletionRecord).length,
+    completionsShown: llm.filter((r) => isCompletionRecord(r) && r.outcome === 'done').length,
     makespanMs: run.makespanMs,
     llmRequests: llm.length,
     waitP50Ms: percentile(waits, 50),
@@ -74,7 +99,7 @@ export function summarize(run: PolicyRun): Summary {
     peakUsed: run.peakUsed,
     retries: run.retries,
     notes: run.notes,
-    problems: run.records.filter((r) => r.outcome !== 'done').map((r) => `${r.id} ${r.outcome}: ${firstSentences(oneLine(r.message ?? 'no message'), 320)}`),
+    problems: run.records.filter((r) => r.outcome !== 'done' && r.outcome !== 'superseded').map((r) => `${r.id} ${r.outcome}: ${firstSentences(oneLine(r.message ?? 'no message'), 320)}`),
   };
 }
 

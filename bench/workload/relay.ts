@@ -119,6 +119,8 @@ export async function runRelay(trace: Trace, sdBuild: SdBuild = 'current', optio
             outputPath: `/workspace/assets/generated/${job.id}.png`,
           };
     const info = arbiter.submit(spec);
+    // The editor cancels a completion the user typed past, as the inline completion provider's token does.
+    if (job.kind === 'llm') session.signal(job.id).addEventListener('abort', () => arbiter.cancel(info.id), { once: true });
     void arbiter.waitFor(info.id).then((done) => {
       const status = done.job.status;
       session.end(job.id, status === 'done' ? 'done' : 'failed', done.job.message);

@@ -45,7 +45,7 @@ function describeTrace(trace: Trace): string {
   );
 }
 
-const COLUMNS = ['Policy', 'Failed img', 'Gray img', 'Lost jobs', 'Total time', 'LLM wait p50', 'LLM wait p95', 'LLM reloads', 'Peak VRAM / budget'];
+const COLUMNS = ['Policy', 'Failed img', 'Gray img', 'Lost jobs', 'Total time', 'LLM wait p50', 'LLM wait p95', 'Completions shown', 'LLM reloads', 'Peak VRAM / budget'];
 
 function row(s: Summary): string[] {
   return [
@@ -56,6 +56,7 @@ function row(s: Summary): string[] {
     minutes(s.makespanMs),
     seconds(s.waitP50Ms),
     seconds(s.waitP95Ms),
+    `${s.completionsShown} / ${s.completions}`,
     String(s.llmReloads),
     `${gb2(s.peakUsed)} / ${gb2(s.budget)} GB`,
   ];
@@ -170,6 +171,7 @@ export function markdownReport(result: BenchResult, command: string, svgName: st
     '- Every policy runs the same trace on the same simulated device (`sidecar/devices/simulatedDevice.ts`, with a driver whose free figure lags 200 ms) with the same true cost model (`bench/workload/truth.ts`): the stand-in workers allocate the true size of every stage, take its true time (two jobs sharing the GPU each run at 60% speed), and fail as the engines do when an allocation does not fit (llama.cpp aborts; sd.cpp reports the failed buffer, or on an older build writes a gray image).',
     '- The true sizes come from memory-facts.md (e.g. VAE decode 6656 B/px, 7680 on the older build; ComfyUI activation factors; KV cache by formula), off from the figures VRAM Relay estimates by a seeded bias per model (a few %) and a 1% jitter per job, so its margin and its recovery are exercised.',
     '- Completions are fill-in-the-middle requests as the editor\'s provider sends them (`src/llmTasks.ts`): the file from a prefix window that starts on a fixed grid up to the cursor, then 375 tokens of suffix. Within a typing burst the user types 2-6 characters a second at one place and moves elsewhere before 15% of the completions. Every LLM engine keeps the prompt it last evaluated (llama.cpp\'s sequence, llama-server\'s prompt cache) and evaluates only what follows the part the next prompt shares with it, so two completions at one place cost the edit, the suffix and the answer; a context that is dropped or a server that is stopped holds nothing. Questions and prompt enhancements share nothing.',
+    '- As in VS Code, a completion not yet answered when the next one is asked (the user typed on or moved) is cancelled, whatever the policy: a queued one is dropped, a running one stops, but only once its prompt is evaluated (node-llama-cpp and llama.cpp look at a cancel between generated tokens), and the context keeps that prompt.',
     '- Time is virtual (a discrete-event clock): the hour of work takes a fraction of a second per policy.',
     '',
   );
@@ -177,7 +179,7 @@ export function markdownReport(result: BenchResult, command: string, svgName: st
     'How to read it: total time is the end of the last job; the last image jobs arrive near the 40th minute, so it measures how fast each policy clears the final backlog, and a policy whose images fail can finish early. The oracle minimises time, not waiting: it unloads the LLM whenever that makes an image faster, so its LLM waits can be longer than VRAM Relay\'s. "Keep-alive" equals "both resident" when the LLM is never idle for 5 minutes.',
     '',
   );
-  out.push('Columns: failed and gray images (what the user got instead of an image), lost jobs (LLM requests that failed and jobs that never ended), total time (the end of the last job), LLM wait (the time a request took beyond its own compute with all layers on the GPU, the GPU to itself and the context holding the request before\'s prompt: queueing, reloading, sharing, layers on the CPU, a prompt evaluated again), LLM reloads (weight loads onto the GPU after the start), peak VRAM (ours and other programs\', against the card).', '');
+  out.push('Columns: failed and gray images (what the user got instead of an image), lost jobs (LLM requests that failed and jobs that never ended), total time (the end of the last job), LLM wait (the time a request took beyond its own compute with all layers on the GPU, the GPU to itself and the context holding the request before\'s prompt: queueing, reloading, sharing, layers on the CPU, a prompt evaluated again; a completion the user typed past waits until the next suggestion shown), completions shown (answered before the user typed on; the others were cancelled), LLM reloads (weight loads onto the GPU after the start), peak VRAM (ours and other programs\', against the card).', '');
   for (const b of result.budgets) {
     out.push(`## ${gb(b.trace.budget)} card`, '', describeTrace(b.trace) + '.', '');
     out.push(...mdTable([COLUMNS, ...ordered(b.summaries).map(row)]), '');

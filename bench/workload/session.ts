@@ -11,8 +11,11 @@ import type { Bytes, Millis } from '../../sidecar/core/types';
 
 export type PolicyId = 'relay' | 'bothResident' | 'unloadPerImage' | 'staticReservation' | 'keepAlive' | 'oracle';
 
-/** `blank`: the user got a gray image. `lost`: the job never ended. */
-export type JobOutcome = 'done' | 'failed' | 'blank' | 'lost';
+/**
+ * `blank`: the user got a gray image. `lost`: the job never ended. `superseded`: a completion the editor cancelled
+ * because the user asked the next one (typed on) before it was answered.
+ */
+export type JobOutcome = 'done' | 'failed' | 'blank' | 'lost' | 'superseded';
 
 export interface JobRecord {
   id: string;
@@ -22,6 +25,8 @@ export interface JobRecord {
   outcome: JobOutcome;
   /** LLM requests: compute time with every layer on the GPU and the GPU to itself (what is not waiting). */
   idealMs?: Millis;
+  /** An inline completion (the editor cancels it when the next one is asked). */
+  completion?: boolean;
   message?: string;
 }
 
@@ -49,6 +54,9 @@ export class Session {
   readonly world: World;
   private readonly records = new Map<string, JobRecord>();
   private open: number;
+  private readonly aborts = new Map<string, AbortController>();
+  /** The last completion delivered: the editor cancels it when the next one is asked. */
+  private lastCompletion: string | null = null;
   readonly notes: string[] = [];
 
   constructor(
@@ -65,19 +73,47 @@ export class Session {
       return ms;
     };
     for (const job of trace.jobs) {
-      this.records.set(job.id, { id: job.id, kind: job.kind, at: job.at, outcome: 'lost', ...(job.kind === 'llm' ? { idealMs: ideal(job) } : {}) });
+      this.records.set(job.id, { id: job.id, kind: job.kind, at: job.at, outcome: 'lost', ...(job.kind === 'llm' ? { idealMs: ideal(job), ...(job.task === 'completion' ? { completion: true } : {}) } : {}) });
     }
   }
 
-  /** Calls `onArrival` with each job at its arrival time. */
+  /**
+   * Calls `onArrival` with each job at its arrival time. As VS Code does with inline completions, a completion not
+   * yet answered is cancelled when the next one is asked (the user typed on or moved): it ends `superseded` and its
+   * signal aborts, whatever the policy.
+   */
   deliver(onArrival: (job: Arrival) => void): void {
     void (async () => {
       for (const job of this.trace.jobs) {
         const wait = job.at - this.world.clock.now();
         if (wait > 0) await this.world.clock.sleep(wait);
+        if (job.kind === 'llm' && job.task === 'completion') {
+          if (this.lastCompletion) this.supersede(this.lastCompletion);
+          this.lastCompletion = job.id;
+        }
         onArrival(job);
       }
     })();
+  }
+
+  /** Aborts when the job is cancelled (a superseded completion); policies pass it to what serves the job. */
+  signal(id: string): AbortSignal {
+    let controller = this.aborts.get(id);
+    if (!controller) this.aborts.set(id, (controller = new AbortController()));
+    return controller.signal;
+  }
+
+  /** Whether the job still waits for an answer (it has not ended, nor been cancelled). */
+  isOpen(id: string): boolean {
+    const record = this.records.get(id);
+    return record !== undefined && record.endedAt === undefined;
+  }
+
+  private supersede(id: string): void {
+    if (!this.isOpen(id)) return;
+    this.end(id, 'superseded');
+    this.signal(id);
+    this.aborts.get(id)!.abort(new Error('superseded by the next completion'));
   }
 
   /** Records how a job ended (the first word counts). */

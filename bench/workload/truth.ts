@@ -209,6 +209,8 @@ export interface LlmTruth {
   exitMs: Millis;
   /** Compute time of a request with `gpuLayers` on the GPU, alone on the device, `heldTokens` of its prompt held. */
   requestMs(request: LlmRequestShape, gpuLayers: number, heldTokens?: number): Millis;
+  /** The same in its two phases: evaluating the prompt (with the request's overhead), then generating. */
+  requestPhasesMs(request: LlmRequestShape, gpuLayers: number, heldTokens?: number): { promptMs: Millis; genMs: Millis };
 }
 
 export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CONTEXT): LlmTruth {
@@ -245,12 +247,19 @@ export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CON
     dropWeightsMs: LLM_DROP_WEIGHTS_MS,
     exitMs: LLM_EXIT_MS,
     requestMs: (request, k, heldTokens = 0) => {
-      const f = blocks(k) / meta.blockCount;
-      const perPrompt = f / PROMPT_TOKENS_PER_S.gpu + (1 - f) / PROMPT_TOKENS_PER_S.cpu;
-      const perGen = f / GEN_TOKENS_PER_S.gpu + (1 - f) / GEN_TOKENS_PER_S.cpu;
-      // llama.cpp evaluates only the prompt after what the context holds; at least one token, to start generating.
-      const promptTokens = Math.max(1, request.promptTokens - heldTokens);
-      return Math.round(REQUEST_OVERHEAD_MS + 1000 * (promptTokens * perPrompt + request.genTokens * perGen));
+      const { promptMs, genMs } = phases(request, k, heldTokens);
+      return promptMs + genMs;
     },
+    requestPhasesMs: phases,
   };
+
+  function phases(request: LlmRequestShape, k: number, heldTokens = 0): { promptMs: Millis; genMs: Millis } {
+    const f = blocks(k) / meta.blockCount;
+    const perPrompt = f / PROMPT_TOKENS_PER_S.gpu + (1 - f) / PROMPT_TOKENS_PER_S.cpu;
+    const perGen = f / GEN_TOKENS_PER_S.gpu + (1 - f) / GEN_TOKENS_PER_S.cpu;
+    // llama.cpp evaluates only the prompt after what the context holds; at least one token, to start generating.
+    const promptTokens = Math.max(1, request.promptTokens - heldTokens);
+    const promptMs = Math.round(REQUEST_OVERHEAD_MS + 1000 * promptTokens * perPrompt);
+    return { promptMs, genMs: Math.round(REQUEST_OVERHEAD_MS + 1000 * (promptTokens * perPrompt + request.genTokens * perGen)) - promptMs };
+  }
 }

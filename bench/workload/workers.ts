@@ -100,12 +100,15 @@ export class TrueLlm implements LlmControl {
   async run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
     if (this.current !== 'hot') throw new Error(`the LLM is ${this.current}: it must be hot to serve a request`);
     const request = this.world.request(job);
-    const ms = this.world.llm.requestMs(request, this.gpuLayers, sharedPromptTokens(this.held, request));
-    // Cancelled or failed part way: what the context then holds is not counted on.
+    const { promptMs, genMs } = this.world.llm.requestPhasesMs(request, this.gpuLayers, sharedPromptTokens(this.held, request));
+    const compute = (ms: Millis, stop?: AbortSignal) => (this.gpuLayers > 0 ? this.world.gpu.run(ms, stop) : this.world.clock.sleep(ms, stop));
+    // node-llama-cpp evaluates the prompt in one piece and looks at the abort signal only between generated tokens:
+    // a request cancelled meanwhile stops once its prompt is in the context, which then holds that prompt.
     this.held = null;
-    if (this.gpuLayers > 0) await this.world.gpu.run(ms, signal);
-    else await this.world.clock.sleep(ms, signal);
+    await compute(promptMs);
     this.held = request;
+    signal.throwIfAborted();
+    await compute(genMs, signal);
     // As long as the tokens it stands for, as a real answer would be.
     const text = 'y'.repeat(request.genTokens * CHARS_PER_TOKEN);
     onText(text);

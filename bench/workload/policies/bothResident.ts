@@ -26,6 +26,8 @@ export async function runBothResident(trace: Trace, sdBuild: SdBuild = 'current'
   void (async () => {
     for (;;) {
       const job = await requests.take();
+      // A completion the editor cancelled while it waited is not served.
+      if (!session.isOpen(job.id)) continue;
       // The server is restarted by hand after a crash; here, at the next request.
       if (llm.state() !== 'hot' && !(await moveLlm(llm, 'hot'))) {
         session.end(job.id, 'failed', 'llama-server could not load the model: out of memory');

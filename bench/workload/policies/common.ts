@@ -79,10 +79,11 @@ export async function moveLlm(llm: TrueLlm, target: LlmState): Promise<boolean> 
   }
 }
 
-/** Serves a request on a hot LLM and records it. */
+/** Serves a request on a hot LLM and records it (not one the editor has cancelled; one it cancels stops). */
 export async function serve(session: Session, llm: TrueLlm, job: LlmArrival): Promise<void> {
+  if (!session.isOpen(job.id)) return;
   try {
-    await llm.run(llmSpec(job), () => undefined, new AbortController().signal);
+    await llm.run(llmSpec(job), () => undefined, session.signal(job.id));
     session.end(job.id, 'done');
   } catch (error) {
     session.end(job.id, 'failed', (error as Error).message);

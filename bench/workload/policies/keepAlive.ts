@@ -55,6 +55,8 @@ export async function runKeepAlive(trace: Trace, sdBuild: SdBuild = 'current', k
   void (async () => {
     for (;;) {
       const job = await requests.take();
+      // A completion the editor cancelled while it waited is not served.
+      if (!session.isOpen(job.id)) continue;
       cancelExpiry();
       // A request during the unload waits for it, then loads afresh.
       if (unloading) await unloading;

@@ -178,6 +178,8 @@ export async function runOracle(trace: Trace, sdBuild: SdBuild = 'current'): Pro
   void (async () => {
     for (;;) {
       const job = await requests.take();
+      // A completion the editor cancelled while it waited is not served.
+      if (!session.isOpen(job.id)) continue;
       llmBusy = true;
       if (llm.state() !== 'hot') {
         await changed.wait(() => ceiling === null || ceiling === 'hot');

@@ -43,6 +43,8 @@ export async function runStaticReservation(trace: Trace, sdBuild: SdBuild = 'cur
   void (async () => {
     for (;;) {
       const job = await requests.take();
+      // A completion the editor cancelled while it waited is not served.
+      if (!session.isOpen(job.id)) continue;
       if (llm.state() !== 'hot' && !(await moveLlm(llm, 'hot'))) {
         session.end(job.id, 'failed', 'the LLM could not load: out of memory');
         continue;

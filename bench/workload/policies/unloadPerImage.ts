@@ -36,6 +36,8 @@ export async function runUnloadPerImage(trace: Trace, sdBuild: SdBuild = 'curren
       const release = await lock.acquire(true);
       // Every request queued by then goes before the next image job.
       for (let job: LlmArrival | undefined = first; job; job = requests.length > 0 ? await requests.take() : undefined) {
+        // A completion the editor cancelled while it waited is not served (nor is the LLM loaded for it).
+        if (!session.isOpen(job.id)) continue;
         if (llm.state() !== 'hot' && !(await moveLlm(llm, 'hot'))) session.end(job.id, 'failed', 'llama-server could not load the model: out of memory');
         else await serve(session, llm, job);
       }

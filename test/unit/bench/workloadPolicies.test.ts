@@ -7,8 +7,9 @@ import { runOracle } from '../../../bench/workload/policies/oracle';
 import { runStaticReservation } from '../../../bench/workload/policies/staticReservation';
 import { runUnloadPerImage } from '../../../bench/workload/policies/unloadPerImage';
 import { runRelay } from '../../../bench/workload/relay';
-import { summarize } from '../../../bench/workload/metrics';
+import { summarize, waitsOf } from '../../../bench/workload/metrics';
 import { makeTrace, traceOf, type Arrival } from '../../../bench/workload/trace';
+import { World } from '../../../bench/workload/world';
 import { GiB } from '../../../sidecar/core/types';
 
 const sdxl1024 = (id: string, at: number): Arrival => ({
@@ -68,6 +69,55 @@ describe('workload policies on the simulated device', () => {
     assert.ok(Math.abs(took('llm-2') - run.records.find((x) => x.id === 'llm-2')!.idealMs!) < 5);
   });
 
+  it('the editor cancels a completion not answered when the next is asked; its waiting lasts until the next suggestion shown', async () => {
+    // On 8 GB the SDXL job cannot run beside the hot LLM: "unload before every image" answers no completion
+    // during it, so the three asked meanwhile are superseded but the last, answered after the image.
+    const trace = traceOf(8 * GiB, [sdxl1024('img-1', 0), completion('llm-1', 5_000), completion('llm-2', 10_000), completion('llm-3', 15_000)]);
+    const run = await runUnloadPerImage(trace);
+    const record = (id: string) => run.records.find((r) => r.id === id)!;
+    assert.deepEqual(
+      ['llm-1', 'llm-2', 'llm-3'].map((id) => record(id).outcome),
+      ['superseded', 'superseded', 'done'],
+    );
+    assert.equal(record('llm-1').endedAt, 10_000, 'cancelled as the next one is asked');
+    const shown = record('llm-3').endedAt!;
+    assert.ok(shown > record('img-1').endedAt!, 'answered after the image job');
+    const summary = summarize(run);
+    assert.equal(summary.completions, 3);
+    assert.equal(summary.completionsShown, 1);
+    assert.equal(summary.lostJobs, 0, 'a superseded completion is not lost');
+    assert.deepEqual(
+      waitsOf(run),
+      ['llm-3', 'llm-2', 'llm-1'].map((id) => shown - record(id).at - record(id).idealMs!),
+      'each waited until the suggestion shown after the image',
+    );
+  });
+
+  it('a request cancelled while its prompt is evaluated stops only once the prompt is in the context, which keeps it', async () => {
+    // Typing at one place: llm-2 supersedes llm-1 during llm-1's prompt; llm-2 then finds llm-1's prefix held.
+    const at = (id: string, ms: number, cursor: number): Arrival => ({
+      kind: 'llm',
+      id,
+      at: ms,
+      task: 'completion',
+      promptTokens: cursor + 375,
+      genTokens: 24,
+      place: { doc: 1, windowStart: 0, cursor, suffix: 375 },
+    });
+    // The static reservation on 8 GB leaves the LLM no GPU layer: ~15 s of prompt on the CPU for llm-1.
+    const trace = traceOf(8 * GiB, [at('llm-1', 0, 1000), at('llm-2', 3_000, 1010)]);
+    const run = await runStaticReservation(trace);
+    const second = run.records.find((r) => r.id === 'llm-2')!;
+    const llm = new World(trace).llm;
+    const alone = llm.requestMs(trace.jobs[1] as never, 0, 0);
+    const firstPrompt = llm.requestPhasesMs(trace.jobs[0] as never, 0, 0).promptMs;
+    const reusing = llm.requestMs(trace.jobs[1] as never, 0, 1000);
+    assert.equal(run.records[0].outcome, 'superseded');
+    assert.equal(second.outcome, 'done');
+    assert.equal(second.endedAt, firstPrompt + reusing, 'llm-2 starts when llm-1\'s prompt is in, and reuses its prefix');
+    assert.ok(second.endedAt! < firstPrompt + alone, 'sooner than evaluating its whole prompt again');
+  });
+
   it('keep-alive unloads the LLM after 5 idle minutes and reloads it at the next request', async () => {
     const trace = traceOf(24 * GiB, [completion('llm-1', 0), completion('llm-2', 6 * 60_000)]);
     const run = await runKeepAlive(trace);
@@ -88,7 +138,8 @@ describe('workload policies on the simulated device', () => {
     assert.ok(trace.jobs.some((j) => j.kind === 'image') && trace.jobs.some((j) => j.kind === 'llm'));
     const run = await runRelay(trace);
     assert.equal(run.outcome, 'done');
-    const notDone = run.records.filter((r) => r.outcome !== 'done');
+    // A completion the user typed past is cancelled by the editor (superseded); nothing else may end otherwise.
+    const notDone = run.records.filter((r) => r.outcome !== 'done' && !(r.outcome === 'superseded' && r.completion));
     assert.deepEqual(notDone, [], 'no failed, gray or lost job');
     assert.equal(run.records.length, trace.jobs.length);
     assert.ok(run.decisionCounts.yield > 0, 'on 8 GB the LLM had to yield for the images');
