@@ -973,7 +973,9 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         if (r.ok && run.rec.info.startedAt !== undefined) {
           this.llmSpeed.observe('gpu', run.spec, r.value, this.clock.now() - run.rec.info.startedAt, this.llmModelBytes(), reusedTokens);
         }
-        if (r.ok && this.llmState === 'hot') this.gpuPrompt.served(run.spec);
+        if (this.llmState !== 'hot') this.gpuPrompt.clear();
+        else if (r.ok) this.gpuPrompt.served(run.spec);
+        else if (run.abort.signal.aborted) this.gpuPrompt.cancelledWhileRunning(run.spec);
         else this.gpuPrompt.clear();
         if (this.llmRun !== run) return;
         if (r.ok) return this.endLlm(run, 'done', 'Done.', r.value);

@@ -57,6 +57,7 @@ export class CpuLane {
   /** Starts the lane when it is not running, then answers `spec`. */
   async serve(spec: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
     this.busy = true;
+    let asked = false;
     try {
       let startMs = 0;
       if (!this.running) {
@@ -65,11 +66,13 @@ export class CpuLane {
         this.lastStartMs = startMs;
       }
       const started = this.clock.now();
+      asked = true;
       const text = await this.control.run(spec, onText, signal);
       this.prompt.served(spec);
       return { text, startMs, runMs: this.clock.now() - started };
     } catch (error) {
-      this.prompt.clear();
+      if (asked && signal.aborted && this.running) this.prompt.cancelledWhileRunning(spec);
+      else this.prompt.clear();
       throw error;
     } finally {
       this.busy = false;

@@ -149,4 +149,21 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     // The prefix (3900 characters and its mark), not the suffix after the edit.
     assert.match(secondAnswer.reason, /~975 prompt tokens held from the request before/);
   });
+
+  it('a completion cancelled while the CPU copy runs it leaves its prompt held (the engine evaluates a prompt before it looks at a cancel)', async () => {
+    const made = laneRig(600_000);
+    rig = made;
+    const { arbiter } = rig;
+    await imageRunning(rig);
+    const file = 'const x = 1;\n'.repeat(300);
+    const infill = (typed: string) => llmSpec({ task: 'infill', prompt: undefined, prefix: file + typed, suffix: '\n}\n', maxTokens: 64 });
+    const first = arbiter.submit(infill(''));
+    await until(() => arbiter.job(first.id)?.status === 'running' && made.cpu.state() === 'hot', 'the first completion to run on the CPU');
+    assert.ok(arbiter.cancel(first.id));
+    assert.equal((await within(arbiter.waitFor(first.id))).job.status, 'cancelled');
+    const second = arbiter.submit(infill('let y'));
+    assert.equal((await within(arbiter.waitFor(second.id))).job.status, 'done');
+    const secondAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === second.id)!;
+    assert.match(secondAnswer.reason, /~975 prompt tokens held from the request before/);
+  });
 });

@@ -43,7 +43,15 @@ export class PromptReuse {
     this.held = promptText(spec);
   }
 
-  /** The context was dropped, or is in a state we do not know (a failed or cancelled request). */
+  /**
+   * A request was cancelled while the engine ran it. node-llama-cpp evaluates a prompt in one piece and looks at the
+   * cancel only between generated tokens, so the context then holds that request's prompt.
+   */
+  cancelledWhileRunning(spec: PromptParts): void {
+    this.served(spec);
+  }
+
+  /** The context was dropped, or is in a state we do not know (a failed request, one cancelled before it ran). */
   clear(): void {
     this.held = null;
   }
