@@ -99,7 +99,9 @@ export class TrueLlm implements LlmControl {
 
   async run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
     if (this.current !== 'hot') throw new Error(`the LLM is ${this.current}: it must be hot to serve a request`);
-    const request = this.world.request(job);
+    const asked = this.world.request(job);
+    // As long as what it was sent: the CPU copy of VRAM Relay cuts a completion's suffix (sidecar/core/cpuLane.ts).
+    const request = asked.place && job.suffix !== undefined ? { ...asked, promptTokens: asked.promptTokens - asked.place.suffix + Math.ceil(job.suffix.length / CHARS_PER_TOKEN) } : asked;
     const { promptMs, genMs } = this.world.llm.requestPhasesMs(request, this.gpuLayers, sharedPromptTokens(this.held, request));
     const compute = (ms: Millis, stop?: AbortSignal) => (this.gpuLayers > 0 ? this.world.gpu.run(ms, stop) : this.world.clock.sleep(ms, stop));
     // node-llama-cpp evaluates the prompt in one piece and looks at the abort signal only between generated tokens:

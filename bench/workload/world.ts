@@ -77,9 +77,9 @@ export class World {
     return this.device.snapshot().free;
   }
 
-  /** The trace entry a request names: its prompt's first line, or a fill-in-the-middle suffix's last line. */
+  /** The trace entry a request names on the first line of its prompt, or of its suffix for fill-in-the-middle. */
   request(spec: Pick<LlmJobSpec, 'prompt' | 'suffix'>): LlmArrival {
-    const id = spec.suffix !== undefined ? spec.suffix.slice(spec.suffix.lastIndexOf('\n') + 1) : (spec.prompt ?? '').split('\n', 1)[0];
+    const id = (spec.suffix ?? spec.prompt ?? '').split('\n', 1)[0];
     const request = this.requests.get(id);
     if (!request) throw new Error(`No LLM request ${id} in the trace.`);
     return request;

@@ -20,7 +20,7 @@
 import { EventEmitter } from 'node:events';
 
 import type { JobDoneParams, JobProgressParams } from '../protocol';
-import { CpuLane } from './cpuLane';
+import { CpuLane, cpuLaneSpec } from './cpuLane';
 import { DecisionLog, type DecisionQuery, type NewDecision } from './decisionLog';
 import { DEFAULT_READING_ATTEMPTS, DEFAULT_READING_TIMEOUT_MS, DeviceReadingError, takeReading } from './deviceReading';
 import { effectiveFree, otherProgramsUse } from './effectiveFree';
@@ -1005,13 +1005,14 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     this.setStatus(run.rec, 'running');
     if (!lane.running) this.progress({ jobId: run.rec.id, stage: 'waiting', message: 'starting the LLM on the CPU' });
     const reusedTokens = lane.reusableTokens(run.spec);
-    const estimateMs = this.llmSpeed.estimateMs('cpu', run.spec, this.llmModelBytes(), reusedTokens);
+    const laneSpec = cpuLaneSpec(run.spec);
+    const estimateMs = this.llmSpeed.estimateMs('cpu', laneSpec, this.llmModelBytes(), reusedTokens);
     this.spawn(
       () => lane.serve(run.spec, this.streamTo(run), run.abort.signal),
       (r) => {
         this.cpuLaneEpoch++;
         this.scheduleCpuLaneStop();
-        if (r.ok) this.llmSpeed.observe('cpu', run.spec, r.value.text, r.value.runMs, this.llmModelBytes(), reusedTokens);
+        if (r.ok) this.llmSpeed.observe('cpu', laneSpec, r.value.text, r.value.runMs, this.llmModelBytes(), reusedTokens);
         if (this.cpuRun !== run) return;
         if (r.ok) {
           const answer = r.value;
@@ -1022,6 +1023,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
               `${run.rec.id} answered on the CPU in ${formatDuration(answer.runMs)} (est. ${formatDuration(estimateMs)}` +
               (reusedTokens > 0 ? `, ~${reusedTokens} prompt tokens held from the request before` : '') +
               ')' +
+              (laneSpec.suffix !== run.spec.suffix ? `, the text after the cursor cut to its first ${laneSpec.suffix!.length} characters` : '') +
               (answer.startMs > 0 ? `, after ${formatDuration(answer.startMs)} starting the CPU copy` : ''),
             durationMs: answer.runMs + answer.startMs,
           });
@@ -1607,7 +1609,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   private cpuLaneEstimate(spec: LlmJobSpec, costs: LlmCosts): CpuLaneEstimate {
     const bytes = this.llmModelBytes();
     return {
-      requestMs: this.llmSpeed.estimateMs('cpu', spec, bytes, this.cpuLane!.reusableTokens(spec)),
+      requestMs: this.llmSpeed.estimateMs('cpu', cpuLaneSpec(spec), bytes, this.cpuLane!.reusableTokens(spec)),
       requestRatePerMs: this.llmRequestRate(),
       // Until measured: a process, the weights from the page cache and a context, as for the GPU LLM.
       startMs: this.cpuLane!.startEstimateMs(llmRestoreMs(costs, 'stopped', 'hot')),

@@ -10,6 +10,22 @@ import { PromptReuse } from './estimators/promptReuse';
 import type { Clock, LlmControl } from './ports';
 import type { LlmJobSpec, Millis } from './types';
 
+/** Characters of a completion's suffix the CPU copy evaluates (see cpuLaneSpec). */
+export const CPU_INFILL_SUFFIX_CHARS = 256;
+
+/**
+ * A request as the CPU copy runs it. Fill-in-the-middle puts the suffix after the prefix (node-llama-cpp's PSM
+ * order), so each completion evaluates its whole suffix again even when the context holds the file before the
+ * cursor: the editor's 1500 characters are ~375 tokens, 4 s of a 7B's prompt speed on a CPU, most of an answer there.
+ * The copy keeps the suffix's first whole lines up to CPU_INFILL_SUFFIX_CHARS: the code right after the cursor,
+ * which is what keeps a completion from repeating it.
+ */
+export function cpuLaneSpec(spec: LlmJobSpec): LlmJobSpec {
+  if (spec.task !== 'infill' || spec.suffix === undefined || spec.suffix.length <= CPU_INFILL_SUFFIX_CHARS) return spec;
+  const lineEnd = spec.suffix.lastIndexOf('\n', CPU_INFILL_SUFFIX_CHARS - 1);
+  return { ...spec, suffix: spec.suffix.slice(0, lineEnd > 0 ? lineEnd + 1 : CPU_INFILL_SUFFIX_CHARS) };
+}
+
 export interface CpuLaneAnswer {
   text: string;
   /** Time spent starting the lane for this request (0 when it was running). */
@@ -49,15 +65,16 @@ export class CpuLane {
     return this.running ? 0 : (this.lastStartMs ?? prior);
   }
 
-  /** Prompt tokens of `spec` the lane's context holds from its last answer (none when it is not running). */
+  /** Prompt tokens of `spec`, as the lane runs it, that its context holds from its last answer (none when stopped). */
   reusableTokens(spec: LlmJobSpec): number {
-    return this.running ? this.prompt.reusableTokens(spec) : 0;
+    return this.running ? this.prompt.reusableTokens(cpuLaneSpec(spec)) : 0;
   }
 
-  /** Starts the lane when it is not running, then answers `spec`. */
-  async serve(spec: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
+  /** Starts the lane when it is not running, then answers `asked` (as cpuLaneSpec makes it). */
+  async serve(asked: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
+    const spec = cpuLaneSpec(asked);
     this.busy = true;
-    let asked = false;
+    let evaluating = false;
     try {
       let startMs = 0;
       if (!this.running) {
@@ -66,12 +83,12 @@ export class CpuLane {
         this.lastStartMs = startMs;
       }
       const started = this.clock.now();
-      asked = true;
+      evaluating = true;
       const text = await this.control.run(spec, onText, signal);
       this.prompt.served(spec);
       return { text, startMs, runMs: this.clock.now() - started };
     } catch (error) {
-      if (asked && signal.aborted && this.running) this.prompt.cancelledWhileRunning(spec);
+      if (evaluating && signal.aborted && this.running) this.prompt.cancelledWhileRunning(spec);
       else this.prompt.clear();
       throw error;
     } finally {

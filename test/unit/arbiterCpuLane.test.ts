@@ -1,6 +1,7 @@
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { CPU_INFILL_SUFFIX_CHARS, cpuLaneSpec } from '../../sidecar/core/cpuLane';
 import { GiB, type ImageJobCosts } from '../../sidecar/core/types';
 import { FakeCpuLlm, SDXL_1024, imageSpec, llmSpec, makeRig, until, within, type Rig } from './arbiterHarness';
 
@@ -148,6 +149,27 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     assert.doesNotMatch(firstAnswer.reason, /held from the request before/);
     // The prefix (3900 characters and its mark), not the suffix after the edit.
     assert.match(secondAnswer.reason, /~975 prompt tokens held from the request before/);
+  });
+
+  it('the CPU copy evaluates only the first lines after the cursor, and says so', async () => {
+    const line = 'x'.repeat(59) + '\n';
+    const long = llmSpec({ task: 'infill', prompt: undefined, prefix: 'let a = ', suffix: line.repeat(25), maxTokens: 64 });
+    const cut = cpuLaneSpec(long);
+    assert.equal(cut.suffix, line.repeat(4), 'whole lines up to 256 characters');
+    assert.equal(cut.prefix, long.prefix);
+    assert.equal(cpuLaneSpec({ ...long, suffix: 'y'.repeat(600) }).suffix, 'y'.repeat(CPU_INFILL_SUFFIX_CHARS), 'one long line is cut at the limit');
+    const short = { ...long, suffix: line.repeat(2) };
+    assert.equal(cpuLaneSpec(short), short, 'a short suffix is kept');
+    const chat = llmSpec({ prompt: 'z'.repeat(2000) });
+    assert.equal(cpuLaneSpec(chat), chat, 'other requests are kept');
+
+    const made = laneRig(600_000);
+    rig = made;
+    await imageRunning(rig);
+    const req = rig.arbiter.submit(long);
+    assert.equal((await within(rig.arbiter.waitFor(req.id))).job.status, 'done');
+    const answer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === req.id)!;
+    assert.match(answer.reason, /the text after the cursor cut to its first 240 characters/);
   });
 
   it('a completion cancelled while the CPU copy runs it leaves its prompt held (the engine evaluates a prompt before it looks at a cancel)', async () => {

@@ -55,7 +55,7 @@ const MAX_TOKENS: Record<LlmArrival['task'], number> = { completion: 64, chat: 7
  * The spec a request is served with, as long as its tokens (CHARS_PER_TOKEN characters each), so that the arbiter
  * sees what it would see in the editor. A completion is a fill-in-the-middle request as the inline completion
  * provider sends it: the prefix from its window's start to the cursor (the same text at the same place, so two
- * completions there share it up to the earlier cursor), then the suffix, whose last line names the trace entry.
+ * completions there share it up to the earlier cursor), then the suffix, whose first line names the trace entry.
  * Other requests name it on their prompt's first line.
  */
 export function llmSpec(job: LlmArrival): LlmJobSpec {
@@ -63,7 +63,8 @@ export function llmSpec(job: LlmArrival): LlmJobSpec {
   const place = job.place;
   if (place) {
     const prefix = `// file ${place.doc} from ${place.windowStart}\n`.padEnd((place.cursor - place.windowStart) * CHARS_PER_TOKEN, 'x');
-    const suffix = `\n${job.id}`.padStart(place.suffix * CHARS_PER_TOKEN, 's');
+    // Lines of code after the cursor (40 characters each), the first naming the trace entry.
+    const suffix = `${job.id}\n`.padEnd(place.suffix * CHARS_PER_TOKEN, `${'s'.repeat(39)}\n`);
     return { ...base, task: 'infill', prefix, suffix };
   }
   return { ...base, task: job.task, prompt: `${job.id}\n`.padEnd(job.promptTokens * CHARS_PER_TOKEN, 'x') };
