@@ -98,9 +98,13 @@ export class Session {
 
   /** Aborts when the job is cancelled (a superseded completion); policies pass it to what serves the job. */
   signal(id: string): AbortSignal {
+    return this.abortFor(id).signal;
+  }
+
+  private abortFor(id: string): AbortController {
     let controller = this.aborts.get(id);
     if (!controller) this.aborts.set(id, (controller = new AbortController()));
-    return controller.signal;
+    return controller;
   }
 
   /** Whether the job still waits for an answer (it has not ended, nor been cancelled). */
@@ -112,8 +116,7 @@ export class Session {
   private supersede(id: string): void {
     if (!this.isOpen(id)) return;
     this.end(id, 'superseded');
-    this.signal(id);
-    this.aborts.get(id)!.abort(new Error('superseded by the next completion'));
+    this.abortFor(id).abort(new Error('superseded by the next completion'));
   }
 
   /** Records how a job ended (the first word counts). */
