@@ -33,7 +33,7 @@ import type {
 } from '../types';
 import { RECOVERY_LADDER } from '../types';
 import { describeLlmYield, llmFootprint, llmLevel, llmRestoreMs, llmStateAtLevel } from './llmFootprint';
-import { type PlannerPolicy, resolvePolicy } from './policy';
+import { type PlannerPolicy, resolvePolicy, waitingCausedMs } from './policy';
 
 /** The device as the planner sees it. */
 export interface PlannerDevice {
@@ -414,10 +414,9 @@ function scoreOf(ctx: Ctx, choice: Choice, f: Footprint = footprintOf(ctx, choic
   const yieldMs =
     choice.llm > ctx.llmLevelNow ? policy.yieldSettleMs + llmRestoreMs(input.llm.costs, f.llmTo, input.llm.state) * ctx.restoreWeight : 0;
   // Requests that come while the job runs with the LLM off the GPU wait for its end (see policy.ts).
-  const rate = input.llm.costs ? Math.max(0, input.llm.requestRatePerMs ?? 0) : 0;
+  const rate = input.llm.costs ? (input.llm.requestRatePerMs ?? 0) : 0;
   const jobMs = t.textEncodeMs + t.samplingMs + t.vaeDecodeMs + placementMs + batchMs;
-  let unavailableMs = 0;
-  if (rate > 0 && choice.llm > 0) unavailableMs = (policy.llmWaitWeight * rate * jobMs * jobMs) / 2;
+  const unavailableMs = choice.llm > 0 ? waitingCausedMs(policy, rate, jobMs) : 0;
   return {
     fits: ownPeak <= f.room && !overCapOf(ctx, f),
     ownPeak,

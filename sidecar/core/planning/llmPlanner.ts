@@ -14,7 +14,7 @@ import { formatBytes, formatDuration } from '../format';
 import type { Bytes, LlmJobSpec, Millis, Plan, StagePlan, YieldStep } from '../types';
 import type { PlannerDevice, PlannerImageResident, PlannerLlm } from './imagePlanner';
 import { llmFootprint, llmRestoreMs } from './llmFootprint';
-import { type PlannerPolicy, resolvePolicy } from './policy';
+import { type PlannerPolicy, resolvePolicy, waitingCausedMs } from './policy';
 
 export interface LlmPlanInput {
   jobId: string;
@@ -105,8 +105,7 @@ export function planLlmJob(input: LlmPlanInput): Plan {
     // Waiting: the image job's time left, then loading the LLM, then the request on the GPU.
     const waitMs = (image.remainingMs ?? 0) + restoreMs + cpu.gpuRequestMs;
     const cpuMs = cpu.startMs + cpu.requestMs;
-    const rate = Math.max(0, cpu.requestRatePerMs ?? 0);
-    const holdsOthersMs = Math.round((resolvePolicy(input.policy).llmWaitWeight * rate * cpuMs * cpuMs) / 2);
+    const holdsOthersMs = Math.round(waitingCausedMs(resolvePolicy(input.policy), cpu.requestRatePerMs ?? 0, cpuMs));
     const compare =
       `on the CPU est. ${formatDuration(cpuMs)}${cpu.startMs > 0 ? ` with its start` : ''}` +
       (holdsOthersMs >= 1000 ? ` + ${formatDuration(holdsOthersMs)} of waiting for requests that come meanwhile` : '') +

@@ -47,6 +47,14 @@ export const DEFAULT_PLANNER_POLICY: PlannerPolicy = {
   llmWaitWeight: 1,
 };
 
+/**
+ * The waiting that `busyMs` without an LLM to answer costs the requests arriving meanwhile: at `ratePerMs`, about
+ * r x T of them wait T / 2 each, weighted by `llmWaitWeight` (see above).
+ */
+export function waitingCausedMs(policy: PlannerPolicy, ratePerMs: number, busyMs: Millis): Millis {
+  return (policy.llmWaitWeight * Math.max(0, ratePerMs) * busyMs * busyMs) / 2;
+}
+
 export function resolvePolicy(policy?: Partial<PlannerPolicy>): PlannerPolicy {
   return policy ? { ...DEFAULT_PLANNER_POLICY, ...policy } : DEFAULT_PLANNER_POLICY;
 }
