@@ -20,7 +20,7 @@
 import { EventEmitter } from 'node:events';
 
 import type { JobDoneParams, JobProgressParams } from '../protocol';
-import { CpuLane, cpuLaneSpec } from './cpuLane';
+import { CpuLane } from './cpuLane';
 import { DecisionLog, type DecisionQuery, type NewDecision } from './decisionLog';
 import { DEFAULT_READING_ATTEMPTS, DEFAULT_READING_TIMEOUT_MS, DeviceReadingError, takeReading } from './deviceReading';
 import { effectiveFree, otherProgramsUse } from './effectiveFree';
@@ -973,10 +973,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         if (r.ok && run.rec.info.startedAt !== undefined) {
           this.llmSpeed.observe('gpu', run.spec, r.value, this.clock.now() - run.rec.info.startedAt, this.llmModelBytes(), reusedTokens);
         }
-        if (this.llmState !== 'hot') this.gpuPrompt.clear();
-        else if (r.ok) this.gpuPrompt.served(run.spec);
-        else if (run.abort.signal.aborted) this.gpuPrompt.cancelledWhileRunning(run.spec);
-        else this.gpuPrompt.clear();
+        this.gpuPrompt.ended(run.spec, r.ok ? 'answered' : run.abort.signal.aborted ? 'cancelled' : 'failed', this.llmState === 'hot');
         if (this.llmRun !== run) return;
         if (r.ok) return this.endLlm(run, 'done', 'Done.', r.value);
         if (run.abort.signal.aborted) return this.endLlm(run, 'cancelled', 'Cancelled.');
@@ -1004,11 +1001,10 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.rec.info.attempt = 1;
     this.setStatus(run.rec, 'running');
     if (!lane.running) this.progress({ jobId: run.rec.id, stage: 'waiting', message: 'starting the LLM on the CPU' });
-    const reusedTokens = lane.reusableTokens(run.spec);
-    const laneSpec = cpuLaneSpec(run.spec);
+    const { spec: laneSpec, reusedTokens } = lane.asRun(run.spec);
     const estimateMs = this.llmSpeed.estimateMs('cpu', laneSpec, this.llmModelBytes(), reusedTokens);
     this.spawn(
-      () => lane.serve(run.spec, this.streamTo(run), run.abort.signal),
+      () => lane.serve(laneSpec, this.streamTo(run), run.abort.signal),
       (r) => {
         this.cpuLaneEpoch++;
         this.scheduleCpuLaneStop();
@@ -1608,8 +1604,9 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
 
   private cpuLaneEstimate(spec: LlmJobSpec, costs: LlmCosts): CpuLaneEstimate {
     const bytes = this.llmModelBytes();
+    const onLane = this.cpuLane!.asRun(spec);
     return {
-      requestMs: this.llmSpeed.estimateMs('cpu', cpuLaneSpec(spec), bytes, this.cpuLane!.reusableTokens(spec)),
+      requestMs: this.llmSpeed.estimateMs('cpu', onLane.spec, bytes, onLane.reusedTokens),
       requestRatePerMs: this.llmRequestRate(),
       // Until measured: a process, the weights from the page cache and a context, as for the GPU LLM.
       startMs: this.cpuLane!.startEstimateMs(llmRestoreMs(costs, 'stopped', 'hot')),

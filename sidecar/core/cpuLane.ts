@@ -65,14 +65,14 @@ export class CpuLane {
     return this.running ? 0 : (this.lastStartMs ?? prior);
   }
 
-  /** Prompt tokens of `spec`, as the lane runs it, that its context holds from its last answer (none when stopped). */
-  reusableTokens(spec: LlmJobSpec): number {
-    return this.running ? this.prompt.reusableTokens(cpuLaneSpec(spec)) : 0;
+  /** `asked` as the lane runs it (cpuLaneSpec), and the prompt tokens its context holds of it (none when stopped). */
+  asRun(asked: LlmJobSpec): { spec: LlmJobSpec; reusedTokens: number } {
+    const spec = cpuLaneSpec(asked);
+    return { spec, reusedTokens: this.running ? this.prompt.reusableTokens(spec) : 0 };
   }
 
-  /** Starts the lane when it is not running, then answers `asked` (as cpuLaneSpec makes it). */
-  async serve(asked: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
-    const spec = cpuLaneSpec(asked);
+  /** Starts the lane when it is not running, then answers `spec` (a request as `asRun` gives it). */
+  async serve(spec: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<CpuLaneAnswer> {
     this.busy = true;
     let evaluating = false;
     try {
@@ -85,10 +85,10 @@ export class CpuLane {
       const started = this.clock.now();
       evaluating = true;
       const text = await this.control.run(spec, onText, signal);
-      this.prompt.served(spec);
+      this.prompt.ended(spec, 'answered');
       return { text, startMs, runMs: this.clock.now() - started };
     } catch (error) {
-      if (evaluating && signal.aborted && this.running) this.prompt.cancelledWhileRunning(spec);
+      if (evaluating) this.prompt.ended(spec, signal.aborted ? 'cancelled' : 'failed', this.running);
       else this.prompt.clear();
       throw error;
     } finally {

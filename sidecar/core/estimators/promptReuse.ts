@@ -38,20 +38,16 @@ export class PromptReuse {
     return Math.floor(commonPrefixLength(this.held, promptText(spec)) / CHARS_PER_TOKEN);
   }
 
-  /** The context answered `spec`: it now holds its prompt. */
-  served(spec: PromptParts): void {
-    this.held = promptText(spec);
-  }
-
   /**
-   * A request was cancelled while the engine ran it. node-llama-cpp evaluates a prompt in one piece and looks at the
-   * cancel only between generated tokens, so the context then holds that request's prompt.
+   * A request the engine ran has ended. Answered, or cancelled while it ran (node-llama-cpp evaluates a prompt in one
+   * piece and looks at a cancel only between generated tokens), it leaves its prompt in the context, if the context
+   * is still there; a failure leaves a state we do not know.
    */
-  cancelledWhileRunning(spec: PromptParts): void {
-    this.served(spec);
+  ended(spec: PromptParts, how: 'answered' | 'cancelled' | 'failed', contextKept = true): void {
+    this.held = contextKept && how !== 'failed' ? promptText(spec) : null;
   }
 
-  /** The context was dropped, or is in a state we do not know (a failed request, one cancelled before it ran). */
+  /** The context was dropped, or is in a state we do not know (a request cancelled before it ran). */
   clear(): void {
     this.held = null;
   }

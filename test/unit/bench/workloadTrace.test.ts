@@ -74,7 +74,7 @@ describe('workload trace', () => {
         assert.equal(tokens, a.place!.cursor - a.place!.windowStart);
         // The spec the policies send shares exactly that much text, which is what the arbiter's estimate sees.
         const reuse = new PromptReuse();
-        reuse.served(llmSpec(a));
+        reuse.ended(llmSpec(a), 'answered');
         assert.equal(reuse.reusableTokens(llmSpec(b)), tokens);
       } else assert.equal(tokens, 0, 'a prefix window that moved on shares nothing');
       assert.ok(b.place!.cursor - b.place!.windowStart < 1256, 'never more prefix than the provider sends');

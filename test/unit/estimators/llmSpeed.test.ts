@@ -66,7 +66,7 @@ describe('prompt reuse', () => {
     const reuse = new PromptReuse();
     const file = 'p'.repeat(4000);
     assert.equal(reuse.reusableTokens(infill(file)), 0);
-    reuse.served(infill(file));
+    reuse.ended(infill(file), 'answered');
     // The user typed at the cursor: the prefix up to the edit is held, the suffix after it is not.
     const typed = reuse.reusableTokens(infill(`${file}const x`));
     assert.equal(typed, 1000);
@@ -79,11 +79,11 @@ describe('prompt reuse', () => {
 
   it('never matches a prefix with a suffix, nor one task with another', () => {
     const reuse = new PromptReuse();
-    reuse.served(infill('abcd'.repeat(10), ''));
+    reuse.ended(infill('abcd'.repeat(10), ''), 'answered');
     assert.equal(reuse.reusableTokens(infill('abcd'.repeat(5), 'abcd'.repeat(5))), 5, 'the match stops at the end of the shorter prefix');
     assert.equal(promptText({ task: 'completion', prompt: 'abc' }), 'abc');
     assert.notEqual(promptText({ task: 'chat', messages: [{ role: 'user', content: 'abc' }] }).slice(0, 3), 'abc');
-    reuse.served({ task: 'chat', messages: [{ role: 'system', content: 'S'.repeat(400) }, { role: 'user', content: 'one' }] });
+    reuse.ended({ task: 'chat', messages: [{ role: 'system', content: 'S'.repeat(400) }, { role: 'user', content: 'one' }] }, 'answered');
     const next = reuse.reusableTokens({ task: 'chat', messages: [{ role: 'system', content: 'S'.repeat(400) }, { role: 'user', content: 'two' }] });
     assert.ok(next >= 100 && next < 105, `the system prompt is held: ${next}`);
   });
