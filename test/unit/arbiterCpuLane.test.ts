@@ -27,6 +27,12 @@ function laneRig(samplingMs: number, options: { cpuLane?: boolean; idleSeconds?:
   return made as Rig & { cpu: FakeCpuLlm };
 }
 
+/** A completion in a 3900-character file, after `typed` more characters. */
+const FILE = 'const x = 1;\n'.repeat(300);
+function infill(typed: string) {
+  return llmSpec({ task: 'infill', prompt: undefined, prefix: FILE + typed, suffix: '\n}\n', maxTokens: 64 });
+}
+
 async function imageRunning(r: Rig): Promise<string> {
   const img = r.arbiter.submit(imageSpec());
   await until(() => r.arbiter.job(img.id)?.status === 'running', 'the image job to run');
@@ -136,8 +142,6 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     rig = made;
     const { arbiter } = rig;
     await imageRunning(rig);
-    const file = 'const x = 1;\n'.repeat(300);
-    const infill = (typed: string) => llmSpec({ task: 'infill', prompt: undefined, prefix: file + typed, suffix: '\n}\n', maxTokens: 64 });
     const first = arbiter.submit(infill(''));
     assert.equal((await within(arbiter.waitFor(first.id))).job.status, 'done');
     const second = arbiter.submit(infill('let y'));
@@ -177,8 +181,6 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     rig = made;
     const { arbiter } = rig;
     await imageRunning(rig);
-    const file = 'const x = 1;\n'.repeat(300);
-    const infill = (typed: string) => llmSpec({ task: 'infill', prompt: undefined, prefix: file + typed, suffix: '\n}\n', maxTokens: 64 });
     const first = arbiter.submit(infill(''));
     await until(() => arbiter.job(first.id)?.status === 'running' && made.cpu.state() === 'hot', 'the first completion to run on the CPU');
     assert.ok(arbiter.cancel(first.id));

@@ -25,6 +25,16 @@ const sdxl1024 = (id: string, at: number): Arrival => ({
   truthSeed: 11,
 });
 const completion = (id: string, at: number): Arrival => ({ kind: 'llm', id, at, task: 'completion', promptTokens: 1200, genTokens: 24 });
+/** A completion while the user types in one place: the prefix up to `cursor`, then 375 tokens of suffix. */
+const typedAt = (id: string, at: number, cursor: number): Arrival => ({
+  kind: 'llm',
+  id,
+  at,
+  task: 'completion',
+  promptTokens: cursor + 375,
+  genTokens: 24,
+  place: { doc: 1, windowStart: 0, cursor, suffix: 375 },
+});
 const question = (id: string, at: number): Arrival => ({ kind: 'llm', id, at, task: 'chat', promptTokens: 2000, genTokens: 300 });
 
 describe('workload policies on the simulated device', () => {
@@ -48,16 +58,7 @@ describe('workload policies on the simulated device', () => {
   });
 
   it('a context that holds the prompt before answers a completion typed further faster, until the LLM is unloaded', async () => {
-    const at = (id: string, ms: number, cursor: number): Arrival => ({
-      kind: 'llm',
-      id,
-      at: ms,
-      task: 'completion',
-      promptTokens: cursor + 375,
-      genTokens: 24,
-      place: { doc: 1, windowStart: 0, cursor, suffix: 375 },
-    });
-    const trace = traceOf(24 * GiB, [at('llm-1', 0, 1000), at('llm-2', 10_000, 1010), at('llm-3', 20_000, 1020), sdxl1024('img-1', 25_000), at('llm-4', 90_000, 1030)]);
+    const trace = traceOf(24 * GiB, [typedAt('llm-1', 0, 1000), typedAt('llm-2', 10_000, 1010), typedAt('llm-3', 20_000, 1020), sdxl1024('img-1', 25_000), typedAt('llm-4', 90_000, 1030)]);
     const run = await runUnloadPerImage(trace);
     const took = (id: string) => {
       const r = run.records.find((x) => x.id === id)!;
@@ -95,17 +96,8 @@ describe('workload policies on the simulated device', () => {
 
   it('a request cancelled while its prompt is evaluated stops only once the prompt is in the context, which keeps it', async () => {
     // Typing at one place: llm-2 supersedes llm-1 during llm-1's prompt; llm-2 then finds llm-1's prefix held.
-    const at = (id: string, ms: number, cursor: number): Arrival => ({
-      kind: 'llm',
-      id,
-      at: ms,
-      task: 'completion',
-      promptTokens: cursor + 375,
-      genTokens: 24,
-      place: { doc: 1, windowStart: 0, cursor, suffix: 375 },
-    });
     // The static reservation on 8 GB leaves the LLM no GPU layer: ~15 s of prompt on the CPU for llm-1.
-    const trace = traceOf(8 * GiB, [at('llm-1', 0, 1000), at('llm-2', 3_000, 1010)]);
+    const trace = traceOf(8 * GiB, [typedAt('llm-1', 0, 1000), typedAt('llm-2', 3_000, 1010)]);
     const run = await runStaticReservation(trace);
     const second = run.records.find((r) => r.id === 'llm-2')!;
     const llm = new World(trace).llm;
