@@ -107,6 +107,11 @@ export class Session {
     return controller;
   }
 
+  /** A queue for LLM requests that drops those the editor cancelled while they waited in it. */
+  requestQueue(): WaitQueue<LlmArrival> {
+    return new WaitQueue<LlmArrival>((job) => this.isOpen(job.id));
+  }
+
   /** Whether the job still waits for an answer (it has not ended, nor been cancelled). */
   isOpen(id: string): boolean {
     const record = this.records.get(id);
@@ -154,10 +159,12 @@ export class Session {
   }
 }
 
-/** A first-in first-out queue whose `take` waits for an item. */
+/** A first-in first-out queue whose `take` waits for an item. Items no longer `live` are dropped unseen. */
 export class WaitQueue<T> {
-  private readonly items: T[] = [];
+  private items: T[] = [];
   private readonly takers: ((item: T) => void)[] = [];
+
+  constructor(private readonly live: (item: T) => boolean = () => true) {}
 
   push(item: T): void {
     const taker = this.takers.shift();
@@ -166,17 +173,24 @@ export class WaitQueue<T> {
   }
 
   take(): Promise<T> {
+    this.prune();
     const item = this.items.shift();
     if (item !== undefined) return Promise.resolve(item);
     return new Promise((resolve) => this.takers.push(resolve));
   }
 
   get length(): number {
+    this.prune();
     return this.items.length;
   }
 
   peek(): T | undefined {
+    this.prune();
     return this.items[0];
+  }
+
+  private prune(): void {
+    this.items = this.items.filter(this.live);
   }
 }
 

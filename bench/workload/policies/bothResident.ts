@@ -6,7 +6,7 @@
 
 import { LLM_META } from '../catalog';
 import { Session, WaitQueue, type PolicyRun } from '../session';
-import type { ImageArrival, LlmArrival, Trace } from '../trace';
+import type { ImageArrival, Trace } from '../trace';
 import type { SdBuild } from '../truth';
 import { TrueLlm, TrueSdCli } from '../workers';
 import { moveLlm, runAutoFit, serve } from './common';
@@ -17,7 +17,7 @@ export async function runBothResident(trace: Trace, sdBuild: SdBuild = 'current'
   llm.prime('hot');
   const sd = new TrueSdCli(session.world);
   const images = new WaitQueue<ImageArrival>();
-  const requests = new WaitQueue<LlmArrival>();
+  const requests = session.requestQueue();
   session.deliver((job) => (job.kind === 'image' ? images.push(job) : requests.push(job)));
 
   void (async () => {
@@ -26,8 +26,6 @@ export async function runBothResident(trace: Trace, sdBuild: SdBuild = 'current'
   void (async () => {
     for (;;) {
       const job = await requests.take();
-      // A completion the editor cancelled while it waited is not served.
-      if (!session.isOpen(job.id)) continue;
       // The server is restarted by hand after a crash; here, at the next request.
       if (llm.state() !== 'hot' && !(await moveLlm(llm, 'hot'))) {
         session.end(job.id, 'failed', 'llama-server could not load the model: out of memory');

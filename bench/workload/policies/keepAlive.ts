@@ -9,7 +9,7 @@ import { OLLAMA_DEVICE_RESERVE } from '../../../sidecar/core/estimators/figures'
 import type { Millis } from '../../../sidecar/core/types';
 import { LLM_META } from '../catalog';
 import { Session, WaitQueue, type PolicyRun } from '../session';
-import type { ImageArrival, LlmArrival, Trace } from '../trace';
+import type { ImageArrival, Trace } from '../trace';
 import type { SdBuild } from '../truth';
 import { TrueLlm, TrueSdCli } from '../workers';
 import { layersFor, moveLlm, runAutoFit, serve } from './common';
@@ -23,7 +23,7 @@ export async function runKeepAlive(trace: Trace, sdBuild: SdBuild = 'current', k
   llm.prime('hot');
   const sd = new TrueSdCli(world);
   const images = new WaitQueue<ImageArrival>();
-  const requests = new WaitQueue<LlmArrival>();
+  const requests = session.requestQueue();
   session.deliver((job) => (job.kind === 'image' ? images.push(job) : requests.push(job)));
 
   let expiry: AbortController | null = null;
@@ -55,8 +55,6 @@ export async function runKeepAlive(trace: Trace, sdBuild: SdBuild = 'current', k
   void (async () => {
     for (;;) {
       const job = await requests.take();
-      // A completion the editor cancelled while it waited is not served.
-      if (!session.isOpen(job.id)) continue;
       cancelExpiry();
       // A request during the unload waits for it, then loads afresh.
       if (unloading) await unloading;

@@ -15,7 +15,7 @@ import type { Bytes, ImagePlacement, LlmState, Millis } from '../../../sidecar/c
 import { LLM_STATES_BY_FOOTPRINT, MiB } from '../../../sidecar/core/types';
 import { LLM_META } from '../catalog';
 import { Condition, Session, WaitQueue, type PolicyRun } from '../session';
-import type { ImageArrival, LlmArrival, Trace } from '../trace';
+import type { ImageArrival, Trace } from '../trace';
 import type { ImageJobTruth, LlmTruth, SdBuild } from '../truth';
 import { TrueLlm, TrueSdCli } from '../workers';
 import { moveLlm, serve } from './common';
@@ -120,7 +120,7 @@ export async function runOracle(trace: Trace, sdBuild: SdBuild = 'current'): Pro
   llm.prime('hot');
   const sd = new TrueSdCli(world);
   const images = new WaitQueue<ImageArrival>();
-  const requests = new WaitQueue<LlmArrival>();
+  const requests = session.requestQueue();
   const changed = new Condition();
   let llmBusy = false;
   let llmMoving = false;
@@ -178,8 +178,6 @@ export async function runOracle(trace: Trace, sdBuild: SdBuild = 'current'): Pro
   void (async () => {
     for (;;) {
       const job = await requests.take();
-      // A completion the editor cancelled while it waited is not served.
-      if (!session.isOpen(job.id)) continue;
       llmBusy = true;
       if (llm.state() !== 'hot') {
         await changed.wait(() => ceiling === null || ceiling === 'hot');

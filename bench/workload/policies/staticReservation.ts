@@ -10,7 +10,7 @@ import { KOBOLDCPP_STATIC_RESERVATION } from '../../../sidecar/core/estimators/f
 import { GiB, MiB, type Bytes } from '../../../sidecar/core/types';
 import type { ImageModel } from '../catalog';
 import { Session, WaitQueue, type PolicyRun } from '../session';
-import type { ImageArrival, LlmArrival, Trace } from '../trace';
+import type { ImageArrival, Trace } from '../trace';
 import type { SdBuild } from '../truth';
 import { TrueLlm, TrueSdCli } from '../workers';
 import { layersFor, moveLlm, runAutoFit, serve } from './common';
@@ -34,7 +34,7 @@ export async function runStaticReservation(trace: Trace, sdBuild: SdBuild = 'cur
   llm.prime('hot');
   const sd = new TrueSdCli(world);
   const images = new WaitQueue<ImageArrival>();
-  const requests = new WaitQueue<LlmArrival>();
+  const requests = session.requestQueue();
   session.deliver((job) => (job.kind === 'image' ? images.push(job) : requests.push(job)));
 
   void (async () => {
@@ -43,8 +43,6 @@ export async function runStaticReservation(trace: Trace, sdBuild: SdBuild = 'cur
   void (async () => {
     for (;;) {
       const job = await requests.take();
-      // A completion the editor cancelled while it waited is not served.
-      if (!session.isOpen(job.id)) continue;
       if (llm.state() !== 'hot' && !(await moveLlm(llm, 'hot'))) {
         session.end(job.id, 'failed', 'the LLM could not load: out of memory');
         continue;

@@ -18,7 +18,7 @@ export async function runUnloadPerImage(trace: Trace, sdBuild: SdBuild = 'curren
   const sd = new TrueSdCli(session.world);
   const lock = new GpuLock();
   const images = new WaitQueue<ImageArrival>();
-  const requests = new WaitQueue<LlmArrival>();
+  const requests = session.requestQueue();
   session.deliver((job) => (job.kind === 'image' ? images.push(job) : requests.push(job)));
 
   void (async () => {
@@ -36,7 +36,7 @@ export async function runUnloadPerImage(trace: Trace, sdBuild: SdBuild = 'curren
       const release = await lock.acquire(true);
       // Every request queued by then goes before the next image job.
       for (let job: LlmArrival | undefined = first; job; job = requests.length > 0 ? await requests.take() : undefined) {
-        // A completion the editor cancelled while it waited is not served (nor is the LLM loaded for it).
+        // The first request may have been cancelled while it waited for the GPU: not served, nor the LLM loaded for it.
         if (!session.isOpen(job.id)) continue;
         if (llm.state() !== 'hot' && !(await moveLlm(llm, 'hot'))) session.end(job.id, 'failed', 'llama-server could not load the model: out of memory');
         else await serve(session, llm, job);
