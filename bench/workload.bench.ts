@@ -8,7 +8,8 @@
  *
  * Options: --seed N (default 1); --out DIR (default docs/bench); --sd-build current|older (default current);
  * --extra-seeds N (default 4: seeds N+1..N+4 are run too and their target verdicts listed; 0 to skip);
- * --no-older (skip the older-build table); --no-write (print only).
+ * --cpu-speed F (default 1: the CPU's LLM speed as a share of the assumed 90 prompt / 7 generated tokens a second,
+ * 0.5 for a CPU half as fast); --no-older (skip the older-build table); --no-write (print only).
  */
 
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -20,7 +21,7 @@ import { consoleReport, markdownReport, svgChart } from './workload/report';
 import type { SdBuild } from './workload/truth';
 
 function usage(problem: string): never {
-  console.error(`${problem}\nUsage: node --import tsx bench/workload.bench.ts [--seed N] [--out DIR] [--sd-build current|older] [--extra-seeds N] [--no-older] [--no-write]`);
+  console.error(`${problem}\nUsage: node --import tsx bench/workload.bench.ts [--seed N] [--out DIR] [--sd-build current|older] [--extra-seeds N] [--cpu-speed F] [--no-older] [--no-write]`);
   process.exit(2);
 }
 
@@ -52,6 +53,7 @@ async function main(): Promise<void> {
         out: { type: 'string' },
         'sd-build': { type: 'string' },
         'extra-seeds': { type: 'string' },
+        'cpu-speed': { type: 'string' },
         'no-older': { type: 'boolean' },
         'no-write': { type: 'boolean' },
       },
@@ -64,6 +66,8 @@ async function main(): Promise<void> {
   const sdBuild = (values['sd-build'] ?? 'current') as SdBuild;
   if (sdBuild !== 'current' && sdBuild !== 'older') usage(`--sd-build must be current or older, not ${JSON.stringify(values['sd-build'])}.`);
   const extra = wholeNumber(values['extra-seeds'], 'extra-seeds', 4);
+  const cpuSpeed = Number(values['cpu-speed'] ?? 1);
+  if (!(cpuSpeed > 0 && cpuSpeed <= 100)) usage(`--cpu-speed must be a number above 0 (1 is the assumed speed), not ${JSON.stringify(values['cpu-speed'])}.`);
   const outDir = resolve(values.out ?? 'docs/bench');
 
   const started = performance.now();
@@ -72,12 +76,13 @@ async function main(): Promise<void> {
     sdBuild,
     olderBuild: !values['no-older'],
     otherSeeds: Array.from({ length: extra }, (_, i) => seed + 1 + i),
+    cpuSpeed,
     onProgress: (line) => process.stderr.write(`  running ${line}\n`),
   });
-  console.log(`VRAM Relay workload benchmark, seed ${seed} (sd.cpp build: ${sdBuild})`);
+  console.log(`VRAM Relay workload benchmark, seed ${seed} (sd.cpp build: ${sdBuild}${cpuSpeed !== 1 ? `, CPU at ${cpuSpeed} times the assumed LLM speed` : ''})`);
   console.log(consoleReport(result));
 
-  const args = [seed !== 1 ? `--seed ${seed}` : '', sdBuild !== 'current' ? `--sd-build ${sdBuild}` : ''].filter(Boolean).join(' ');
+  const args = [seed !== 1 ? `--seed ${seed}` : '', sdBuild !== 'current' ? `--sd-build ${sdBuild}` : '', cpuSpeed !== 1 ? `--cpu-speed ${cpuSpeed}` : ''].filter(Boolean).join(' ');
   const command = `npm run bench:workload${args ? ` -- ${args}` : ''}`;
   if (!values['no-write']) {
     await mkdir(outDir, { recursive: true });

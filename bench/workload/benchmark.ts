@@ -49,19 +49,22 @@ export interface BenchmarkOptions {
   olderBuild: boolean;
   /** Seeds whose target verdicts are listed too. */
   otherSeeds: number[];
+  /** The CPU's LLM speed as a share of the assumed figures (1: as assumed). */
+  cpuSpeed?: number;
   onProgress?: (line: string) => void;
 }
 
 export async function runBenchmark(options: BenchmarkOptions): Promise<BenchResult> {
+  const traceOptions = { cpuSpeed: options.cpuSpeed };
   const budgets: BudgetResult[] = [];
-  for (const trace of makeTraces(options.seed)) {
+  for (const trace of makeTraces(options.seed, traceOptions)) {
     options.onProgress?.(`seed ${options.seed}, ${(trace.budget / 2 ** 30).toFixed(0)} GB, ${options.sdBuild} build`);
     budgets.push(await runBudget(trace, options.sdBuild));
   }
   let olderBuild: BudgetResult[] | undefined;
   if (options.olderBuild && options.sdBuild === 'current') {
     olderBuild = [];
-    for (const trace of makeTraces(options.seed)) {
+    for (const trace of makeTraces(options.seed, traceOptions)) {
       options.onProgress?.(`seed ${options.seed}, ${(trace.budget / 2 ** 30).toFixed(0)} GB, older build`);
       olderBuild.push(await runBudget(trace, 'older'));
     }
@@ -69,11 +72,11 @@ export async function runBenchmark(options: BenchmarkOptions): Promise<BenchResu
   const otherSeeds = [];
   for (const seed of options.otherSeeds) {
     const checks = [];
-    for (const trace of makeTraces(seed)) {
+    for (const trace of makeTraces(seed, traceOptions)) {
       options.onProgress?.(`seed ${seed}, ${(trace.budget / 2 ** 30).toFixed(0)} GB`);
       checks.push(...(await runBudget(trace, options.sdBuild)).checks);
     }
     otherSeeds.push({ seed, checks });
   }
-  return { seed: options.seed, sdBuild: options.sdBuild, budgets, olderBuild, otherSeeds };
+  return { seed: options.seed, sdBuild: options.sdBuild, cpuSpeed: options.cpuSpeed ?? 1, budgets, olderBuild, otherSeeds };
 }

@@ -24,6 +24,8 @@ export interface SeedVerdicts {
 export interface BenchResult {
   seed: number;
   sdBuild: SdBuild;
+  /** The CPU's LLM speed as a share of the assumed figures. */
+  cpuSpeed: number;
   budgets: BudgetResult[];
   /** The same sessions with an older sd.cpp build (gray images instead of errors). */
   olderBuild?: BudgetResult[];
@@ -137,7 +139,7 @@ function olderBuildRows(results: BudgetResult[]): string[][] {
 
 const POLICY_TEXT: Record<PolicyId, string> = {
   relay:
-    'The real arbiter (`sidecar/core/arbiter.ts`) with its planner and the real estimators, learning from the buffers the workers log (calibration), with the default settings: 512 MiB margin, LLM context dropped after 5 idle minutes and weights after 30, interactive LLM requests before image jobs, and a CPU copy of the LLM (no GPU layers) that answers a request while an image job holds the GPU when that is expected to end sooner than waiting, counting the requests that would wait for the copy meanwhile (one request at a time; the CPU speeds of the true cost model are assumed, and CPU contention with sd.cpp stages on the CPU is not modelled). Its request estimates leave out the prompt prefix each LLM context still holds. On the CPU copy a completion\'s suffix is cut to its first lines (256 characters), as the service does (`sidecar/core/cpuLane.ts`): it evaluates less, and sees less of the code after the cursor.',
+    'The real arbiter (`sidecar/core/arbiter.ts`) with its planner and the real estimators, learning from the buffers the workers log (calibration), with the default settings: 512 MiB margin, LLM context dropped after 5 idle minutes and weights after 30, interactive LLM requests before image jobs, and a CPU copy of the LLM (no GPU layers) that answers a request while an image job holds the GPU when that is expected to end sooner than waiting, counting the requests that would wait for the copy meanwhile (one request at a time; the CPU speeds of the true cost model are assumed, and CPU contention with sd.cpp stages on the CPU is not modelled). Its request estimates leave out the prompt prefix each LLM context still holds. On the CPU copy a completion is cut to its last lines before the cursor (2048-2560 characters, from a start that stays put while the user types) and its first lines after it (256 characters), as the service does (`sidecar/core/cpuLane.ts`): it evaluates less, and sees less of the file.',
   bothResident:
     'llama-server keeps the LLM loaded all session (every layer on the GPU); sd-cli `--auto-fit` runs each image in what the driver says is free. Nothing waits for anything; what does not fit fails.',
   unloadPerImage:
@@ -160,7 +162,7 @@ export function markdownReport(result: BenchResult, command: string, svgName: st
   const out: string[] = [];
   out.push('# Workload benchmark: VRAM Relay against the usual policies', '');
   out.push(
-    `Seed ${result.seed}, sd.cpp build: ${result.sdBuild}. Rerun with \`${command}\` (a few seconds; the same seed gives the same figures).`,
+    `Seed ${result.seed}, sd.cpp build: ${result.sdBuild}${result.cpuSpeed !== 1 ? `, CPU at ${result.cpuSpeed} times the assumed LLM speed` : ''}. Rerun with \`${command}\` (a few seconds; the same seed gives the same figures).`,
     '',
     `![Total time and LLM wait p95 per budget and policy](${svgName})`,
     '',

@@ -77,10 +77,13 @@ export interface Trace {
   llmTruthSeed: number;
   /** Seed of each image model's systematic error in the true cost model. */
   imageBiasSeed: number;
+  /** The CPU's LLM speed as a share of the assumed figures (truth.ts); 1 when not set. */
+  cpuSpeed?: number;
 }
 
 export interface TraceOptions {
   durationMs?: Millis;
+  cpuSpeed?: number;
 }
 
 export const DEFAULT_DURATION_MS = 40 * 60_000;
@@ -169,7 +172,9 @@ export function makeTrace(seed: number, budget: Bytes, options: TraceOptions = {
     jobs.push(job);
   }
   jobs.sort((a, b) => a.at - b.at || a.id.localeCompare(b.id));
-  return { seed, budget, durationMs, jobs, otherUse, otherUsePeak: peak, models, llmTruthSeed: base.llmTruthSeed, imageBiasSeed: base.imageBiasSeed };
+  const trace: Trace = { seed, budget, durationMs, jobs, otherUse, otherUsePeak: peak, models, llmTruthSeed: base.llmTruthSeed, imageBiasSeed: base.imageBiasSeed };
+  if (options.cpuSpeed !== undefined && options.cpuSpeed !== 1) trace.cpuSpeed = options.cpuSpeed;
+  return trace;
 }
 
 /** A hand-made trace (for tests): the given jobs on a card of `budget` bytes, other programs at a constant use. */

@@ -170,7 +170,10 @@ export function imageTruth(model: ImageModel, job: ImageJobShape, build: SdBuild
 // ---------------------------------------------------------------------------------------------------------------
 // The LLM (llama.cpp)
 
-/** Prompt processing and generation speed, all layers on the GPU or all on the CPU (assumed, 7B Q4_K_M). */
+/**
+ * Prompt processing and generation speed, all layers on the GPU or all on the CPU (assumed, 7B Q4_K_M; the CPU
+ * figures scale with the trace's cpuSpeed, to see how the results depend on them).
+ */
 const PROMPT_TOKENS_PER_S = { gpu: 1800, cpu: 90 };
 const GEN_TOKENS_PER_S = { gpu: 42, cpu: 7 };
 const REQUEST_OVERHEAD_MS = 30;
@@ -213,7 +216,7 @@ export interface LlmTruth {
   requestPhasesMs(request: LlmRequestShape, gpuLayers: number, heldTokens?: number): { promptMs: Millis; genMs: Millis };
 }
 
-export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CONTEXT): LlmTruth {
+export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CONTEXT, cpuSpeed = 1): LlmTruth {
   const rng = new Rng(seed);
   // llama.cpp's compute buffer for this graph is within a few % of the largest-stage figure (assumed spread).
   const computeNoise = rng.uniform(0.98, 1.08);
@@ -255,8 +258,8 @@ export function llmTruth(meta: LlmModelMeta, seed: number, contextSize = LLM_CON
 
   function phases(request: LlmRequestShape, k: number, heldTokens = 0): { promptMs: Millis; genMs: Millis } {
     const f = blocks(k) / meta.blockCount;
-    const perPrompt = f / PROMPT_TOKENS_PER_S.gpu + (1 - f) / PROMPT_TOKENS_PER_S.cpu;
-    const perGen = f / GEN_TOKENS_PER_S.gpu + (1 - f) / GEN_TOKENS_PER_S.cpu;
+    const perPrompt = f / PROMPT_TOKENS_PER_S.gpu + (1 - f) / (PROMPT_TOKENS_PER_S.cpu * cpuSpeed);
+    const perGen = f / GEN_TOKENS_PER_S.gpu + (1 - f) / (GEN_TOKENS_PER_S.cpu * cpuSpeed);
     // llama.cpp evaluates only the prompt after what the context holds; at least one token, to start generating.
     const promptTokens = Math.max(1, request.promptTokens - heldTokens);
     const promptMs = Math.round(REQUEST_OVERHEAD_MS + 1000 * promptTokens * perPrompt);

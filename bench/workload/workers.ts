@@ -11,7 +11,7 @@
 import type { World } from './world';
 import { LLM_PID, SD_PID } from './world';
 import { CHARS_PER_TOKEN } from '../../sidecar/core/estimators/figures';
-import { sharedPromptTokens, type ImageArrival, type LlmArrival } from './trace';
+import { sharedPromptTokens, type CompletionPlace, type ImageArrival, type LlmArrival } from './trace';
 import type { ImageRunner, ImageRunResult, LlmControl, MeasuredBuffer, StageProgress } from '../../sidecar/core/ports';
 import {
   LLM_STATES_BY_FOOTPRINT,
@@ -100,8 +100,7 @@ export class TrueLlm implements LlmControl {
   async run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string> {
     if (this.current !== 'hot') throw new Error(`the LLM is ${this.current}: it must be hot to serve a request`);
     const asked = this.world.request(job);
-    // As long as what it was sent: the CPU copy of VRAM Relay cuts a completion's suffix (sidecar/core/cpuLane.ts).
-    const request = asked.place && job.suffix !== undefined ? { ...asked, promptTokens: asked.promptTokens - asked.place.suffix + Math.ceil(job.suffix.length / CHARS_PER_TOKEN) } : asked;
+    const request = asked.place && job.prefix !== undefined && job.suffix !== undefined ? sentAs(asked, asked.place, job.prefix, job.suffix) : asked;
     const { promptMs, genMs } = this.world.llm.requestPhasesMs(request, this.gpuLayers, sharedPromptTokens(this.held, request));
     const compute = (ms: Millis, stop?: AbortSignal) => (this.gpuLayers > 0 ? this.world.gpu.run(ms, stop) : this.world.clock.sleep(ms, stop));
     // node-llama-cpp evaluates the prompt in one piece and looks at the abort signal only between generated tokens:
@@ -317,4 +316,14 @@ export class TrueSdCli implements ImageRunner {
       world.releaseOwner(SD_PID);
     }
   }
+}
+
+/**
+ * A completion as long as what was sent: the CPU copy of VRAM Relay cuts a completion's prefix and suffix
+ * (sidecar/core/cpuLane.ts). A prefix cut at its start is a window that starts further on.
+ */
+function sentAs(asked: LlmArrival, place: CompletionPlace, prefix: string, suffix: string): LlmArrival {
+  const windowStart = place.cursor - Math.ceil(prefix.length / CHARS_PER_TOKEN);
+  const suffixTokens = Math.ceil(suffix.length / CHARS_PER_TOKEN);
+  return { ...asked, place: { ...place, windowStart, suffix: suffixTokens }, promptTokens: place.cursor - windowStart + suffixTokens };
 }

@@ -48,7 +48,7 @@ export class World {
       this.clock,
     );
     this.gpu = new GpuShare(this.clock, SHARED_GPU_SPEED);
-    this.llm = llmTruth(LLM_META, trace.llmTruthSeed);
+    this.llm = llmTruth(LLM_META, trace.llmTruthSeed, undefined, trace.cpuSpeed);
     for (const job of trace.jobs) {
       if (job.kind === 'llm') this.requests.set(job.id, job);
       else this.images.set(job.id, job);

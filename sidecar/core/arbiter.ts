@@ -20,7 +20,7 @@
 import { EventEmitter } from 'node:events';
 
 import type { JobDoneParams, JobProgressParams } from '../protocol';
-import { CpuLane } from './cpuLane';
+import { CpuLane, describeCut } from './cpuLane';
 import { DecisionLog, type DecisionQuery, type NewDecision } from './decisionLog';
 import { DEFAULT_READING_ATTEMPTS, DEFAULT_READING_TIMEOUT_MS, DeviceReadingError, takeReading } from './deviceReading';
 import { effectiveFree, otherProgramsUse } from './effectiveFree';
@@ -1019,7 +1019,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
               `${run.rec.id} answered on the CPU in ${formatDuration(answer.runMs)} (est. ${formatDuration(estimateMs)}` +
               (reusedTokens > 0 ? `, ~${reusedTokens} prompt tokens held from the request before` : '') +
               ')' +
-              (laneSpec.suffix !== run.spec.suffix ? `, the text after the cursor cut to its first ${laneSpec.suffix!.length} characters` : '') +
+              (laneSpec !== run.spec ? `, ${describeCut(run.spec, laneSpec)}` : '') +
               (answer.startMs > 0 ? `, after ${formatDuration(answer.startMs)} starting the CPU copy` : ''),
             durationMs: answer.runMs + answer.startMs,
           });

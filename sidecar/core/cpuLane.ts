@@ -12,18 +12,52 @@ import type { LlmJobSpec, Millis } from './types';
 
 /** Characters of a completion's suffix the CPU copy evaluates (see cpuLaneSpec). */
 export const CPU_INFILL_SUFFIX_CHARS = 256;
+/** Least characters of a completion's prefix the CPU copy evaluates, and the grid its start is on (see cpuLaneSpec). */
+export const CPU_INFILL_PREFIX_CHARS = 2048;
+export const CPU_INFILL_PREFIX_STEP = 512;
 
 /**
- * A request as the CPU copy runs it. Fill-in-the-middle puts the suffix after the prefix (node-llama-cpp's PSM
- * order), so each completion evaluates its whole suffix again even when the context holds the file before the
- * cursor: the editor's 1500 characters are ~375 tokens, 4 s of a 7B's prompt speed on a CPU, most of an answer there.
- * The copy keeps the suffix's first whole lines up to CPU_INFILL_SUFFIX_CHARS: the code right after the cursor,
- * which is what keeps a completion from repeating it.
+ * A request as the CPU copy runs it: a completion sees less of the file there. A 7B evaluates ~90 prompt tokens a
+ * second on a CPU, so the editor's window (up to 5000 characters before the cursor, 1500 after) would take 15-20 s
+ * wherever the prompt is not already held: after a jump to another place, and for the suffix every time, since
+ * fill-in-the-middle puts it after the prefix (node-llama-cpp's PSM order). The user has typed on long before that.
+ * - The suffix keeps its first whole lines up to CPU_INFILL_SUFFIX_CHARS: the code right after the cursor, which is
+ *   what keeps a completion from repeating it.
+ * - The prefix keeps its last CPU_INFILL_PREFIX_CHARS or up to a step more: it starts on a grid of
+ *   CPU_INFILL_PREFIX_STEP from the prefix's own start (which the editor puts on its grid, a multiple of this step),
+ *   moved back to the start of that line. So consecutive completions at one place begin alike, as in the editor,
+ *   and the copy evaluates only what follows the part its context holds.
  */
 export function cpuLaneSpec(spec: LlmJobSpec): LlmJobSpec {
-  if (spec.task !== 'infill' || spec.suffix === undefined || spec.suffix.length <= CPU_INFILL_SUFFIX_CHARS) return spec;
-  const lineEnd = spec.suffix.lastIndexOf('\n', CPU_INFILL_SUFFIX_CHARS - 1);
-  return { ...spec, suffix: spec.suffix.slice(0, lineEnd > 0 ? lineEnd + 1 : CPU_INFILL_SUFFIX_CHARS) };
+  if (spec.task !== 'infill') return spec;
+  const prefix = spec.prefix === undefined ? undefined : cutPrefix(spec.prefix);
+  const suffix = spec.suffix === undefined ? undefined : cutSuffix(spec.suffix);
+  return prefix === spec.prefix && suffix === spec.suffix ? spec : { ...spec, prefix, suffix };
+}
+
+/** What cpuLaneSpec cut of `asked` to give `run`, for the answer's decision ('' when nothing). */
+export function describeCut(asked: LlmJobSpec, run: LlmJobSpec): string {
+  const before = run.prefix !== asked.prefix ? `the text before the cursor to its last ${run.prefix?.length ?? 0} characters` : '';
+  const after = run.suffix !== asked.suffix ? `to its first ${run.suffix?.length ?? 0}` : '';
+  if (before && after) return `cut ${before} and the text after it ${after}`;
+  if (before) return `cut ${before}`;
+  return after ? `cut the text after the cursor ${after} characters` : '';
+}
+
+function cutSuffix(suffix: string): string {
+  if (suffix.length <= CPU_INFILL_SUFFIX_CHARS) return suffix;
+  const lineEnd = suffix.lastIndexOf('\n', CPU_INFILL_SUFFIX_CHARS - 1);
+  return suffix.slice(0, lineEnd > 0 ? lineEnd + 1 : CPU_INFILL_SUFFIX_CHARS);
+}
+
+function cutPrefix(prefix: string): string {
+  const gridStart = Math.floor((prefix.length - CPU_INFILL_PREFIX_CHARS) / CPU_INFILL_PREFIX_STEP) * CPU_INFILL_PREFIX_STEP;
+  if (gridStart <= 0) return prefix;
+  // From the start of the line the grid point is in, when that is less than a step before it (the text there is not
+  // where the user types, so the start stays put).
+  const newline = prefix.lastIndexOf('\n', gridStart - 1);
+  const start = newline !== -1 && newline + 1 > gridStart - CPU_INFILL_PREFIX_STEP ? newline + 1 : gridStart;
+  return prefix.slice(start);
 }
 
 export interface CpuLaneAnswer {

@@ -1,7 +1,8 @@
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { CPU_INFILL_SUFFIX_CHARS, cpuLaneSpec } from '../../sidecar/core/cpuLane';
+import { INFILL_PREFIX_STEP } from '../../src/llmTasks';
+import { CPU_INFILL_PREFIX_CHARS, CPU_INFILL_PREFIX_STEP, CPU_INFILL_SUFFIX_CHARS, cpuLaneSpec } from '../../sidecar/core/cpuLane';
 import { GiB, type ImageJobCosts } from '../../sidecar/core/types';
 import { FakeCpuLlm, SDXL_1024, imageSpec, llmSpec, makeRig, until, within, type Rig } from './arbiterHarness';
 
@@ -151,8 +152,9 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     const firstAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === first.id)!;
     const secondAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === second.id)!;
     assert.doesNotMatch(firstAnswer.reason, /held from the request before/);
-    // The prefix (3900 characters and its mark), not the suffix after the edit.
-    assert.match(secondAnswer.reason, /~975 prompt tokens held from the request before/);
+    // The prefix as the copy runs it (its last 2366 characters, from the same line both times, and its mark), not
+    // the suffix after the edit.
+    assert.match(secondAnswer.reason, /~591 prompt tokens held from the request before/);
   });
 
   it('the CPU copy evaluates only the first lines after the cursor, and says so', async () => {
@@ -173,7 +175,40 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     const req = rig.arbiter.submit(long);
     assert.equal((await within(rig.arbiter.waitFor(req.id))).job.status, 'done');
     const answer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === req.id)!;
-    assert.match(answer.reason, /the text after the cursor cut to its first 240 characters/);
+    assert.match(answer.reason, /, cut the text after the cursor to its first 240 characters,/);
+  });
+
+  it('the CPU copy evaluates the last lines before the cursor, from a start that stays put while the user types', async () => {
+    const line = 'y'.repeat(59) + '\n';
+    const file = line.repeat(80); // 4800 characters
+    const asked = llmSpec({ task: 'infill', prompt: undefined, prefix: file, suffix: '\n}\n', maxTokens: 64 });
+    const cut = cpuLaneSpec(asked).prefix!;
+    // The grid point 2560 (the last multiple of 512 at least 2048 before the cursor), moved back to its line's start.
+    assert.equal(cut, file.slice(2520));
+    assert.equal(cut.length, 2280);
+    for (let typed = 0; typed < 1000; typed += 7) {
+      const prefix = file + 'z'.repeat(typed);
+      const kept = cpuLaneSpec({ ...asked, prefix }).prefix!;
+      assert.ok(kept.length >= CPU_INFILL_PREFIX_CHARS && kept.length < CPU_INFILL_PREFIX_CHARS + CPU_INFILL_PREFIX_STEP + line.length, `kept ${kept.length}`);
+      assert.ok(kept.startsWith(line), 'whole lines');
+      // The editor's window moving on by its step changes nothing: the start is on the file's grid.
+      assert.equal(INFILL_PREFIX_STEP % CPU_INFILL_PREFIX_STEP, 0, "the editor's grid is on the copy's");
+      assert.equal(cpuLaneSpec({ ...asked, prefix: prefix.slice(INFILL_PREFIX_STEP) }).prefix, kept);
+      // While the start stays, the copy's context holds all the prefix before the typing.
+      if (typed < 200) assert.equal(kept, cut + 'z'.repeat(typed));
+    }
+    assert.equal(cpuLaneSpec({ ...asked, prefix: 'w'.repeat(4800) }).prefix, 'w'.repeat(2240), 'one long line is cut on the grid');
+    const short = { ...asked, prefix: file.slice(0, CPU_INFILL_PREFIX_CHARS + CPU_INFILL_PREFIX_STEP - 1) };
+    assert.equal(cpuLaneSpec(short), short, 'a prefix shorter than the next grid point is kept');
+
+    const made = laneRig(600_000);
+    rig = made;
+    await imageRunning(rig);
+    const req = rig.arbiter.submit({ ...asked, suffix: line.repeat(25) });
+    assert.equal((await within(rig.arbiter.waitFor(req.id))).job.status, 'done');
+    assert.equal(made.cpu.specs[0].prefix, cut, 'the copy was sent the cut prefix');
+    const answer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === req.id)!;
+    assert.match(answer.reason, /, cut the text before the cursor to its last 2280 characters and the text after it to its first 240,/);
   });
 
   it('a completion cancelled while the CPU copy runs it leaves its prompt held (the engine evaluates a prompt before it looks at a cancel)', async () => {
@@ -188,6 +223,6 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     const second = arbiter.submit(infill('let y'));
     assert.equal((await within(arbiter.waitFor(second.id))).job.status, 'done');
     const secondAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === second.id)!;
-    assert.match(secondAnswer.reason, /~975 prompt tokens held from the request before/);
+    assert.match(secondAnswer.reason, /~591 prompt tokens held from the request before/);
   });
 });

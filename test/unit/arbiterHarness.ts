@@ -190,6 +190,8 @@ export class FakeCpuLlm implements LlmControl {
   private current: LlmState = 'stopped';
   readonly moves: LlmState[] = [];
   readonly served: string[] = [];
+  /** The requests it answered, as it was sent them. */
+  readonly specs: LlmJobSpec[] = [];
   startMs = 1500;
   runMs = 3000;
   /** Makes the next start (or request, after `afterText` text) fail with this message. */
@@ -220,6 +222,7 @@ export class FakeCpuLlm implements LlmControl {
     const text = `cpu answer to ${job.prompt ?? job.task}`;
     onText(text);
     this.served.push(job.prompt ?? job.task);
+    this.specs.push(job);
     return text;
   }
 }

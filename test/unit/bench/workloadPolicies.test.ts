@@ -8,8 +8,12 @@ import { runStaticReservation } from '../../../bench/workload/policies/staticRes
 import { runUnloadPerImage } from '../../../bench/workload/policies/unloadPerImage';
 import { runRelay } from '../../../bench/workload/relay';
 import { summarize, waitsOf } from '../../../bench/workload/metrics';
-import { makeTrace, traceOf, type Arrival } from '../../../bench/workload/trace';
+import { llmSpec } from '../../../bench/workload/policies/common';
+import { makeTrace, traceOf, type Arrival, type LlmArrival } from '../../../bench/workload/trace';
+import { TrueLlm } from '../../../bench/workload/workers';
 import { World } from '../../../bench/workload/world';
+import { cpuLaneSpec } from '../../../sidecar/core/cpuLane';
+import { CHARS_PER_TOKEN } from '../../../sidecar/core/estimators/figures';
 import { GiB } from '../../../sidecar/core/types';
 
 const sdxl1024 = (id: string, at: number): Arrival => ({
@@ -108,6 +112,28 @@ describe('workload policies on the simulated device', () => {
     assert.equal(second.outcome, 'done');
     assert.equal(second.endedAt, firstPrompt + reusing, 'llm-2 starts when llm-1\'s prompt is in, and reuses its prefix');
     assert.ok(second.endedAt! < firstPrompt + alone, 'sooner than evaluating its whole prompt again');
+  });
+
+  it('the CPU copy is timed on the prompt it was sent (cut as cpuLaneSpec cuts it), at the CPU speed the trace sets', async () => {
+    // A fresh place 1250 tokens into a file: the editor's window, then the copy's cut of it.
+    const job = typedAt('llm-1', 0, 1250) as LlmArrival;
+    const sent = cpuLaneSpec(llmSpec(job));
+    const sentTokens = Math.ceil((sent.prefix!.length + sent.suffix!.length) / CHARS_PER_TOKEN);
+    assert.ok(sentTokens < job.promptTokens / 2, `${sentTokens} of ${job.promptTokens} tokens sent`);
+    const timed = async (cpuSpeed?: number) => {
+      const world = new World({ ...traceOf(8 * GiB, [job]), cpuSpeed });
+      const llm = new TrueLlm(world, 0);
+      llm.prime('hot');
+      let text = '';
+      void llm.run(sent, () => undefined, new AbortController().signal).then((t) => (text = t));
+      assert.equal(await world.clock.run(() => text !== ''), 'done');
+      return world.clock.now();
+    };
+    const truth = new World(traceOf(8 * GiB, [job])).llm;
+    assert.equal(await timed(), truth.requestMs({ promptTokens: sentTokens, genTokens: job.genTokens }, 0));
+    assert.ok(await timed() < truth.requestMs(job, 0) * 0.6, 'the whole window would take far longer');
+    const halfSpeed = await timed(0.5);
+    assert.ok(Math.abs(halfSpeed - 2 * (await timed())) < 100, `half the CPU speed, twice the time: ${halfSpeed} ms`);
   });
 
   it('keep-alive unloads the LLM after 5 idle minutes and reloads it at the next request', async () => {
