@@ -294,7 +294,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   /** What LLM requests take on the GPU and on the CPU copy, learnt from the requests served. */
   private readonly llmSpeed = new LlmSpeedModel();
   /** What the GPU LLM's context holds of its last prompt (cleared whenever the context may be gone). */
-  private readonly gpuPrompt = new PromptReuse();
+  private readonly gpuPrompt = new PromptReuse(() => this.llmCrashes());
   private readonly cpuLane: CpuLane | null;
   private readonly cpuLaneIdleMs: Millis;
   private cpuLaneTimer: AbortController | null = null;
@@ -965,12 +965,14 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.rec.info.attempt = 1;
     this.setStatus(run.rec, 'running');
     const reusedTokens = this.gpuPrompt.reusableTokens(run.spec);
+    const crashesBefore = this.llmCrashes();
     this.spawn(
       () => this.options.llm!.run(run.spec, this.streamTo(run), run.abort.signal),
       (r) => {
         this.llmLastUsedAt = this.clock.now();
         this.llmState = this.options.llm!.state();
-        if (r.ok && run.rec.info.startedAt !== undefined) {
+        // A request the worker ran again after a crash took a restart too: not a time to learn from.
+        if (r.ok && run.rec.info.startedAt !== undefined && this.llmCrashes() === crashesBefore) {
           this.llmSpeed.observe('gpu', run.spec, r.value, this.clock.now() - run.rec.info.startedAt, this.llmModelBytes(), reusedTokens);
         }
         this.gpuPrompt.ended(run.spec, r.ok ? 'answered' : run.abort.signal.aborted ? 'cancelled' : 'failed', this.llmState === 'hot');
@@ -1008,7 +1010,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
       (r) => {
         this.cpuLaneEpoch++;
         this.scheduleCpuLaneStop();
-        if (r.ok) this.llmSpeed.observe('cpu', laneSpec, r.value.text, r.value.runMs, this.llmModelBytes(), reusedTokens);
+        if (r.ok && !r.value.rerun) this.llmSpeed.observe('cpu', laneSpec, r.value.text, r.value.runMs, this.llmModelBytes(), reusedTokens);
         if (this.cpuRun !== run) return;
         if (r.ok) {
           const answer = r.value;
@@ -1074,6 +1076,11 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
   }
 
   /** The whole model's bytes, for request-time estimates. */
+  /** The GPU LLM worker's deaths so far (LlmControl.crashCount; 0 for an engine that does not count them). */
+  private llmCrashes(): number {
+    return this.options.llm?.crashCount?.() ?? 0;
+  }
+
   private llmModelBytes(): Bytes {
     return this.llmCosts?.modelBytes ?? this.llmCosts?.weights ?? 0;
   }

@@ -66,6 +66,8 @@ export interface CpuLaneAnswer {
   startMs: Millis;
   /** Time the request itself took. */
   runMs: Millis;
+  /** The worker died during the request and ran it again: runMs includes a restart. */
+  rerun: boolean;
 }
 
 export class CpuLane {
@@ -75,12 +77,14 @@ export class CpuLane {
   lastUsedAt: Millis = -Infinity;
   private busy = false;
   private lastStartMs: Millis | null = null;
-  private readonly prompt = new PromptReuse();
+  private readonly prompt: PromptReuse;
 
   constructor(
     readonly control: LlmControl,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.prompt = new PromptReuse(() => control.crashCount?.() ?? 0);
+  }
 
   get usable(): boolean {
     return this.failure === null;
@@ -117,10 +121,11 @@ export class CpuLane {
         this.lastStartMs = startMs;
       }
       const started = this.clock.now();
+      const crashesBefore = this.control.crashCount?.() ?? 0;
       evaluating = true;
       const text = await this.control.run(spec, onText, signal);
       this.prompt.ended(spec, 'answered');
-      return { text, startMs, runMs: this.clock.now() - started };
+      return { text, startMs, runMs: this.clock.now() - started, rerun: (this.control.crashCount?.() ?? 0) !== crashesBefore };
     } catch (error) {
       if (evaluating) this.prompt.ended(spec, signal.aborted ? 'cancelled' : 'failed', this.running);
       else this.prompt.clear();

@@ -27,6 +27,11 @@ export interface LlmControl {
   setState(target: LlmState, signal?: AbortSignal): Promise<{ tookMs: Millis; measured: MeasuredBuffer[] }>;
   /** Serve one request; the worker must be hot. Streams text through `onText`. */
   run(job: LlmJobSpec, onText: (delta: string) => void, signal: AbortSignal): Promise<string>;
+  /**
+   * How many times the worker process has died so far. Each death loses the context, also when the worker comes
+   * back by itself (a restart after an idle crash, a request run again), which the arbiter would not otherwise see.
+   */
+  crashCount?(): number;
 }
 
 export type ImageFailureKind =

@@ -104,6 +104,7 @@ function createCpuCopy(settings: SidecarSettings, deviceKind: DeviceKind, log: L
       return llm.setState(target, signal);
     },
     run: (job, onText, signal) => llm.run(job, onText, signal),
+    crashCount: () => llm.crashCount(),
   };
   return { llm, control };
 }

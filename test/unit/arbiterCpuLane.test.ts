@@ -157,6 +157,23 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     assert.match(secondAnswer.reason, /~591 prompt tokens held from the request before/);
   });
 
+  it('counts nothing held once the CPU copy died, even when it came back by itself', async () => {
+    const made = laneRig(600_000);
+    rig = made;
+    const { arbiter } = rig;
+    await imageRunning(rig);
+    const first = arbiter.submit(infill(''));
+    assert.equal((await within(arbiter.waitFor(first.id))).job.status, 'done');
+    made.cpu.crashes++; // killed while idle and restarted hot, as the worker does on its own
+    const second = arbiter.submit(infill('let y'));
+    assert.equal((await within(arbiter.waitFor(second.id))).job.status, 'done');
+    const third = arbiter.submit(infill('let y = 2'));
+    assert.equal((await within(arbiter.waitFor(third.id))).job.status, 'done');
+    const answer = (id: string) => rig!.decisions.find((d) => d.kind === 'answer' && d.jobId === id)!.reason;
+    assert.doesNotMatch(answer(second.id), /held from the request before/);
+    assert.match(answer(third.id), /~593 prompt tokens held from the request before/, 'held again once served after the restart');
+  });
+
   it('the CPU copy evaluates only the first lines after the cursor, and says so', async () => {
     const line = 'x'.repeat(59) + '\n';
     const long = llmSpec({ task: 'infill', prompt: undefined, prefix: 'let a = ', suffix: line.repeat(25), maxTokens: 64 });

@@ -197,8 +197,14 @@ export class FakeCpuLlm implements LlmControl {
   /** Makes the next start (or request, after `afterText` text) fail with this message. */
   failStart?: string;
   failRun?: { message: string; afterText: boolean };
+  /** Deaths of the worker process (LlmControl.crashCount); a test raises it for a crash it came back from. */
+  crashes = 0;
 
   constructor(private readonly clock: Clock) {}
+
+  crashCount(): number {
+    return this.crashes;
+  }
 
   state(): LlmState {
     return this.current;

@@ -31,10 +31,14 @@ function commonPrefixLength(a: string, b: string): number {
 
 export class PromptReuse {
   private held: string | null = null;
+  private heldSinceCrashes = 0;
+
+  /** `crashCount`: the engine's deaths so far (LlmControl.crashCount); one since a prompt was held loses it. */
+  constructor(private readonly crashCount: () => number = () => 0) {}
 
   /** Prompt tokens of `spec` that the context already holds (by characters, as the rest of the speed model). */
   reusableTokens(spec: PromptParts): number {
-    if (this.held === null) return 0;
+    if (this.held === null || this.crashCount() !== this.heldSinceCrashes) return 0;
     return Math.floor(commonPrefixLength(this.held, promptText(spec)) / CHARS_PER_TOKEN);
   }
 
@@ -45,6 +49,7 @@ export class PromptReuse {
    */
   ended(spec: PromptParts, how: 'answered' | 'cancelled' | 'failed', contextKept = true): void {
     this.held = contextKept && how !== 'failed' ? promptText(spec) : null;
+    this.heldSinceCrashes = this.crashCount();
   }
 
   /** The context was dropped, or is in a state we do not know (a request cancelled before it ran). */

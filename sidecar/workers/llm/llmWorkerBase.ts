@@ -25,6 +25,7 @@ export abstract class LlmWorkerBase implements LlmControl {
   protected operationRunning = false;
   private chain: Promise<unknown> = Promise.resolve();
   private idleCrashTimes: number[] = [];
+  private crashes = 0;
   private readonly listeners = new Set<LlmEventListener>();
 
   protected constructor(onEvent?: LlmEventListener) {
@@ -37,6 +38,10 @@ export abstract class LlmWorkerBase implements LlmControl {
 
   processState(): WorkerProcessState {
     return this.processStateValue;
+  }
+
+  crashCount(): number {
+    return this.crashes;
   }
 
   onEvent(listener: LlmEventListener): () => void {
@@ -81,6 +86,8 @@ export abstract class LlmWorkerBase implements LlmControl {
   }
 
   protected emit(event: LlmEvent): void {
+    // Every crash event, whatever the engine and the moment, is a process that died: counted in this one place.
+    if (event.type === 'crash') this.crashes++;
     for (const listener of this.listeners) {
       try {
         listener(event);

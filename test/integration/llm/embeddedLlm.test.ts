@@ -226,6 +226,7 @@ describe('embedded LLM worker (node-llama-cpp, CPU)', { timeout: 240_000 }, () =
 
   test('an abort (SIGABRT) while idle: restarted and brought back to hot without being asked', async () => {
     const from = events.length;
+    const crashesBefore = llm.crashCount();
     const pid = llm.workerPid()!;
     process.kill(pid, 'SIGABRT');
     await waitFor(() => events.slice(from).some((e) => e.type === 'crash'), 10_000);
@@ -237,6 +238,7 @@ describe('embedded LLM worker (node-llama-cpp, CPU)', { timeout: 240_000 }, () =
     assert.ok(crash && crash.type === 'crash' && crash.during === 'idle' && crash.signal === 'SIGABRT');
     assert.ok(later.some((e) => e.type === 'recovered' && e.state === 'hot'));
     assert.notEqual(llm.workerPid(), pid);
+    assert.equal(llm.crashCount(), crashesBefore + 1, 'counted, so the arbiter knows the context is gone');
   });
 
   test('a cancelled request rejects as an abort and leaves the worker hot', async () => {

@@ -77,6 +77,18 @@ describe('prompt reuse', () => {
     assert.equal(reuse.reusableTokens(infill(file)), 0);
   });
 
+  it('holds nothing once the engine has died since, even when it came back by itself', () => {
+    let crashes = 0;
+    const reuse = new PromptReuse(() => crashes);
+    const file = 'p'.repeat(4000);
+    reuse.ended(infill(file), 'answered');
+    assert.equal(reuse.reusableTokens(infill(`${file}const x`)), 1000);
+    crashes++;
+    assert.equal(reuse.reusableTokens(infill(`${file}const x`)), 0, 'a restarted worker has a new, empty context');
+    reuse.ended(infill(file), 'answered');
+    assert.equal(reuse.reusableTokens(infill(`${file}const x`)), 1000, 'the prompt served after the restart is held');
+  });
+
   it('never matches a prefix with a suffix, nor one task with another', () => {
     const reuse = new PromptReuse();
     reuse.ended(infill('abcd'.repeat(10), ''), 'answered');
