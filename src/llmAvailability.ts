@@ -16,5 +16,6 @@ export function llmAvailability(snapshot: SidecarSnapshot | undefined, modelConf
   const llmYielded =
     snapshot.llm.state !== 'hot' &&
     (imageActive || snapshot.running.some((job) => job.plan?.yields.some((y) => y.resident === 'llm')));
-  return llmYielded && snapshot.llm.cpuCopy !== 'available' ? 'lent' : 'ready';
+  const copyServes = snapshot.llm.cpuCopy === 'available' || snapshot.llm.cpuCopy === 'running';
+  return llmYielded && !copyServes ? 'lent' : 'ready';
 }

@@ -72,6 +72,8 @@ function escapeMarkdown(text: string): string {
 
 function llmWord(snapshot: SidecarSnapshot): string {
   const { llm } = snapshot;
+  // While the GPU LLM has yielded, the CPU copy is what answers.
+  if (llm.state !== 'hot' && llm.cpuCopy === 'running') return 'LLM on CPU';
   if (llm.state === 'stopped') return llm.costs ? 'LLM stopped' : 'LLM off';
   return `LLM ${llm.state}`;
 }
@@ -138,6 +140,8 @@ function tooltipFor(input: StatusInput, snapshot: SidecarSnapshot): string {
   const llm = snapshot.llm;
   const wanted = llm.wantedState !== llm.state ? ` (returns to ${llm.wantedState} when room frees)` : '';
   lines.push(`LLM: ${llm.state}${wanted} · image worker: ${snapshot.image.state}${snapshot.image.heldBytes > 0 ? ` (${formatBytes(snapshot.image.heldBytes)})` : ''}`);
+  if (llm.cpuCopy === 'running') lines.push('', 'The CPU copy of the LLM is running (RAM, no VRAM): it answers while an image job holds the GPU.');
+  else if (llm.cpuCopy === 'set-aside') lines.push('', 'The CPU copy of the LLM failed and is set aside: LLM requests wait for the GPU while images run.');
   if (snapshot.queue.length > 0 || snapshot.running.length > 0) {
     lines.push('', `Jobs: ${snapshot.running.length} running, ${snapshot.queue.length} queued`);
   }

@@ -435,7 +435,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         wantedState: this.llmWanted,
         costs: this.llmCosts,
         lastUsedAt: this.llmLastUsedAt,
-        ...(this.cpuLane ? { cpuCopy: this.cpuLane.usable ? ('available' as const) : ('set-aside' as const) } : {}),
+        ...(this.cpuLane ? { cpuCopy: !this.cpuLane.usable ? ('set-aside' as const) : this.cpuLane.running ? ('running' as const) : ('available' as const) } : {}),
       },
       image: { id: 'image', state: this.imageResident.state, deviceId, heldBytes: this.imageResident.heldBytes },
       recentDecisions: this.log.recent(50),

@@ -77,9 +77,10 @@ export interface LlmResident {
   lastUsedAt: Millis;
   /**
    * The CPU copy of the model (cpuLane.ts): `available` when it may answer while an image job holds the GPU (it
-   * starts on first use), `set-aside` after it failed; absent when there is none.
+   * starts on first use), `running` while its process is up (it uses RAM, no VRAM), `set-aside` after it failed;
+   * absent when there is none.
    */
-  cpuCopy?: 'available' | 'set-aside';
+  cpuCopy?: 'available' | 'running' | 'set-aside';
 }
 
 export interface ImageResident {

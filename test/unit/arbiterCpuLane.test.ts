@@ -51,6 +51,7 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     assert.equal(reqDone.job.status, 'done', reqDone.job.message);
     assert.match(reqDone.job.message!, /on the CPU while an image job held the GPU/);
     assert.equal(reqDone.text, 'cpu answer to hello');
+    assert.equal(arbiter.snapshot().llm.cpuCopy, 'running', 'the panel and status bar show the copy while it is up');
     assert.equal(arbiter.job(imgId)?.status, 'running', 'answered before the image job ended');
     assert.deepEqual(made.cpu.served, ['hello']);
     assert.deepEqual(llm.served, []);
@@ -136,6 +137,7 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     const stop = rig.decisions.find((d) => d.kind === 'worker' && /stopped the CPU copy/.test(d.reason))!;
     assert.match(stop.reason, /idle for 30\.0 s \(gives its RAM back\)/);
     assert.ok(stop.at >= answeredAt + 30_000);
+    assert.equal(arbiter.snapshot().llm.cpuCopy, 'available', 'stopped, ready to start again');
   });
 
   it('counts what the CPU copy holds of the last prompt: a completion typed further is estimated without the shared prefix', async () => {

@@ -134,8 +134,9 @@ describe('llmAvailability', () => {
   });
 
   it('is ready while lent when the CPU copy of the model can answer, and lent again once it was set aside', () => {
-    const withCopy = (cpuCopy: 'available' | 'set-aside') => snapshot({ running: [imageJob()], llm: { ...snapshot().llm, state: 'cold', cpuCopy } });
+    const withCopy = (cpuCopy: 'available' | 'running' | 'set-aside') => snapshot({ running: [imageJob()], llm: { ...snapshot().llm, state: 'cold', cpuCopy } });
     assert.equal(llmAvailability(withCopy('available'), true), 'ready');
+    assert.equal(llmAvailability(withCopy('running'), true), 'ready');
     assert.equal(llmAvailability(withCopy('set-aside'), true), 'lent');
   });
 });

@@ -120,4 +120,16 @@ describe('statusView', () => {
   it('marks the LLM as lent while completions are paused', () => {
     assert.match(statusView({ connection: 'running', snapshot: snapshot(), now: 0, completionsPaused: true }).text, /LLM hot \(lent\)/);
   });
+
+  it('says the LLM answers on the CPU while its CPU copy runs in place of the yielded GPU LLM, and when the copy failed', () => {
+    const lent = (cpuCopy: 'available' | 'running' | 'set-aside', state: 'cold' | 'hot' = 'cold') =>
+      statusView({ connection: 'running', snapshot: snapshot({ running: [imageJob()], llm: { ...snapshot().llm, state, cpuCopy } }), now: 0 });
+    const running = lent('running');
+    assert.match(running.text, / · LLM on CPU · /);
+    assert.match(running.tooltip, /CPU copy of the LLM is running \(RAM, no VRAM\)/);
+    assert.match(lent('available').text, / · LLM cold · /, 'not started yet');
+    assert.doesNotMatch(lent('available').tooltip, /CPU copy/);
+    assert.match(lent('running', 'hot').text, / · LLM hot · /, 'the GPU LLM is back: it answers');
+    assert.match(lent('set-aside').tooltip, /CPU copy of the LLM failed and is set aside/);
+  });
 });
