@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 
 import { INFILL_PREFIX_STEP } from '../../src/llmTasks';
 import { CPU_INFILL_PREFIX_CHARS, CPU_INFILL_PREFIX_STEP, CPU_INFILL_SUFFIX_CHARS, cpuLaneSpec } from '../../sidecar/core/cpuLane';
-import { GiB, type ImageJobCosts } from '../../sidecar/core/types';
+import { GiB, type ImageJobCosts, type LlmJobSpec } from '../../sidecar/core/types';
 import { FakeCpuLlm, SDXL_1024, imageSpec, llmSpec, makeRig, until, within, type Rig } from './arbiterHarness';
 
 let rig: Rig | undefined;
@@ -38,6 +38,15 @@ async function imageRunning(r: Rig): Promise<string> {
   const img = r.arbiter.submit(imageSpec());
   await until(() => r.arbiter.job(img.id)?.status === 'running', 'the image job to run');
   return img.id;
+}
+
+/** Submits `spec` (to be answered on the CPU copy), waits until it is done, and gives its answer decision's reason. */
+async function answeredOnCpu(r: Rig, spec: LlmJobSpec): Promise<string> {
+  const job = r.arbiter.submit(spec);
+  assert.equal((await within(r.arbiter.waitFor(job.id))).job.status, 'done');
+  const answer = r.decisions.find((d) => d.kind === 'answer' && d.jobId === job.id);
+  assert.ok(answer, `${job.id} was answered on the CPU`);
+  return answer.reason;
 }
 
 describe('Arbiter: the CPU copy of the LLM', () => {
@@ -143,37 +152,23 @@ describe('Arbiter: the CPU copy of the LLM', () => {
   it('counts what the CPU copy holds of the last prompt: a completion typed further is estimated without the shared prefix', async () => {
     const made = laneRig(600_000);
     rig = made;
-    const { arbiter } = rig;
     await imageRunning(rig);
-    const first = arbiter.submit(infill(''));
-    assert.equal((await within(arbiter.waitFor(first.id))).job.status, 'done');
-    const second = arbiter.submit(infill('let y'));
-    assert.equal((await within(arbiter.waitFor(second.id))).job.status, 'done');
+    assert.doesNotMatch(await answeredOnCpu(rig, infill('')), /held from the request before/);
+    const second = await answeredOnCpu(rig, infill('let y'));
     assert.equal(made.cpu.served.length, 2, 'both answered on the CPU');
-
-    const firstAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === first.id)!;
-    const secondAnswer = rig.decisions.find((d) => d.kind === 'answer' && d.jobId === second.id)!;
-    assert.doesNotMatch(firstAnswer.reason, /held from the request before/);
     // The prefix as the copy runs it (its last 2366 characters, from the same line both times, and its mark), not
     // the suffix after the edit.
-    assert.match(secondAnswer.reason, /~591 prompt tokens held from the request before/);
+    assert.match(second, /~591 prompt tokens held from the request before/);
   });
 
   it('counts nothing held once the CPU copy died, even when it came back by itself', async () => {
     const made = laneRig(600_000);
     rig = made;
-    const { arbiter } = rig;
     await imageRunning(rig);
-    const first = arbiter.submit(infill(''));
-    assert.equal((await within(arbiter.waitFor(first.id))).job.status, 'done');
+    await answeredOnCpu(rig, infill(''));
     made.cpu.crashes++; // killed while idle and restarted hot, as the worker does on its own
-    const second = arbiter.submit(infill('let y'));
-    assert.equal((await within(arbiter.waitFor(second.id))).job.status, 'done');
-    const third = arbiter.submit(infill('let y = 2'));
-    assert.equal((await within(arbiter.waitFor(third.id))).job.status, 'done');
-    const answer = (id: string) => rig!.decisions.find((d) => d.kind === 'answer' && d.jobId === id)!.reason;
-    assert.doesNotMatch(answer(second.id), /held from the request before/);
-    assert.match(answer(third.id), /~593 prompt tokens held from the request before/, 'held again once served after the restart');
+    assert.doesNotMatch(await answeredOnCpu(rig, infill('let y')), /held from the request before/);
+    assert.match(await answeredOnCpu(rig, infill('let y = 2')), /~593 prompt tokens held from the request before/, 'held again once served after the restart');
   });
 
   it('the CPU copy evaluates only the first lines after the cursor, and says so', async () => {
