@@ -154,7 +154,7 @@ export interface RunningRow {
 function describeJob(job: JobInfo): string {
   const spec = job.spec;
   if (spec.kind === 'image') return `image ${spec.width}×${spec.height}${spec.batch > 1 ? ` ×${spec.batch}` : ''}`;
-  return `LLM ${spec.task}`;
+  return `LLM ${spec.task}${job.ranOn === 'cpu-copy' ? ' on the CPU copy' : ''}`;
 }
 
 /** One row per running job: its current stage, the plan's estimate for it and what was measured. */

@@ -1001,6 +1001,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     run.phase = 'running';
     run.rec.info.startedAt = this.clock.now();
     run.rec.info.attempt = 1;
+    run.rec.info.ranOn = 'cpu-copy';
     this.setStatus(run.rec, 'running');
     if (!lane.running) this.progress({ jobId: run.rec.id, stage: 'waiting', message: 'starting the LLM on the CPU' });
     const { spec: laneSpec, reusedTokens } = lane.asRun(run.spec);
@@ -1041,6 +1042,7 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
         if (run.streamed) return this.endLlm(run, 'failed', `The LLM request failed on the CPU after part of its answer: ${r.error.message}. Ask again.`);
         // Nothing reached the user yet: plan it again, now without the CPU copy.
         this.cpuRun = null;
+        delete run.rec.info.ranOn;
         this.queue.push(run.rec, run.rec.queueSeq);
         this.setStatus(run.rec, 'queued');
       },

@@ -217,6 +217,8 @@ export interface JobInfo {
   endedAt?: Millis;
   plan?: Plan;
   attempt: number;
+  /** 'cpu-copy' while an LLM request runs on the CPU copy of the model (RAM, no VRAM), and after it ran there. */
+  ranOn?: 'cpu-copy';
   /** Human-readable outcome: the output paths, or what went wrong and what to do. */
   message?: string;
 }

@@ -61,6 +61,7 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     assert.match(reqDone.job.message!, /on the CPU while an image job held the GPU/);
     assert.equal(reqDone.text, 'cpu answer to hello');
     assert.equal(arbiter.snapshot().llm.cpuCopy, 'running', 'the panel and status bar show the copy while it is up');
+    assert.equal(arbiter.job(req.id)?.ranOn, 'cpu-copy', 'the panel says where it ran');
     assert.equal(arbiter.job(imgId)?.status, 'running', 'answered before the image job ended');
     assert.deepEqual(made.cpu.served, ['hello']);
     assert.deepEqual(llm.served, []);
@@ -105,6 +106,7 @@ describe('Arbiter: the CPU copy of the LLM', () => {
     const done = await within(arbiter.waitFor(req.id));
     assert.equal(done.job.status, 'done', done.job.message);
     assert.equal(done.job.message, 'Done.');
+    assert.equal(done.job.ranOn, undefined, 'planned again and answered on the GPU');
     assert.equal(arbiter.snapshot().llm.cpuCopy, 'set-aside');
     assert.deepEqual(llm.served, ['hello']);
     const imgDone = await within(arbiter.waitFor(imgId));

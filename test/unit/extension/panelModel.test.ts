@@ -74,6 +74,13 @@ describe('running rows', () => {
     assert.equal(rows[0].estimate, 6.5 * GiB);
     assert.equal(rows[0].measured, 6.6 * GiB);
   });
+
+  it('says when an LLM request runs on the CPU copy of the model', () => {
+    const llmJob = (ranOn?: 'cpu-copy') => imageJob({ id: 'job-2', spec: { kind: 'llm', task: 'infill', contextSize: 8192 }, ...(ranOn ? { ranOn } : {}) });
+    const whats = (job: ReturnType<typeof imageJob>) => runningRows(snapshot({ running: [job] }), new Map(), []).map((r) => r.what);
+    assert.deepEqual(whats(llmJob('cpu-copy')), ['LLM infill on the CPU copy']);
+    assert.deepEqual(whats(llmJob()), ['LLM infill']);
+  });
 });
 
 describe('connection banner', () => {
