@@ -85,6 +85,9 @@ class InstantLlm implements LlmControl {
   async run() {
     return 'ok';
   }
+  crashCount() {
+    return 0;
+  }
 }
 
 const instantImage: ImageRunner = {

@@ -70,6 +70,10 @@ export class TrueLlm implements LlmControl {
     return this.current;
   }
 
+  crashCount(): number {
+    return this.crashes;
+  }
+
   async setState(target: LlmState, signal?: AbortSignal): Promise<{ tookMs: Millis; measured: MeasuredBuffer[] }> {
     const started = this.world.clock.now();
     const truth = this.world.llm;

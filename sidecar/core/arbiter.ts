@@ -1077,12 +1077,12 @@ export class Arbiter extends EventEmitter<ArbiterEvents> {
     );
   }
 
-  /** The whole model's bytes, for request-time estimates. */
-  /** The GPU LLM worker's deaths so far (LlmControl.crashCount; 0 for an engine that does not count them). */
+  /** The GPU LLM worker's deaths so far (0 without an LLM). */
   private llmCrashes(): number {
-    return this.options.llm?.crashCount?.() ?? 0;
+    return this.options.llm?.crashCount() ?? 0;
   }
 
+  /** The whole model's bytes, for request-time estimates. */
   private llmModelBytes(): Bytes {
     return this.llmCosts?.modelBytes ?? this.llmCosts?.weights ?? 0;
   }

@@ -83,7 +83,7 @@ export class CpuLane {
     readonly control: LlmControl,
     private readonly clock: Clock,
   ) {
-    this.prompt = new PromptReuse(() => control.crashCount?.() ?? 0);
+    this.prompt = new PromptReuse(() => control.crashCount());
   }
 
   get usable(): boolean {
@@ -121,11 +121,11 @@ export class CpuLane {
         this.lastStartMs = startMs;
       }
       const started = this.clock.now();
-      const crashesBefore = this.control.crashCount?.() ?? 0;
+      const crashesBefore = this.control.crashCount();
       evaluating = true;
       const text = await this.control.run(spec, onText, signal);
       this.prompt.ended(spec, 'answered');
-      return { text, startMs, runMs: this.clock.now() - started, rerun: (this.control.crashCount?.() ?? 0) !== crashesBefore };
+      return { text, startMs, runMs: this.clock.now() - started, rerun: this.control.crashCount() !== crashesBefore };
     } catch (error) {
       if (evaluating) this.prompt.ended(spec, signal.aborted ? 'cancelled' : 'failed', this.running);
       else this.prompt.clear();

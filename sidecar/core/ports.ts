@@ -31,7 +31,7 @@ export interface LlmControl {
    * How many times the worker process has died so far. Each death loses the context, also when the worker comes
    * back by itself (a restart after an idle crash, a request run again), which the arbiter would not otherwise see.
    */
-  crashCount?(): number;
+  crashCount(): number;
 }
 
 export type ImageFailureKind =

@@ -140,6 +140,11 @@ export class FakeLlm implements LlmControl {
     return this.current;
   }
 
+  /** Its process never dies on its own. */
+  crashCount(): number {
+    return 0;
+  }
+
   async setState(target: LlmState, signal?: AbortSignal): Promise<{ tookMs: number; measured: [] }> {
     const started = this.clock.now();
     const order: LlmState[] = ['hot', 'warm', 'cold', 'stopped'];

@@ -27,6 +27,11 @@ export function promptTokensOf(spec: Pick<LlmJobSpec, 'prompt' | 'messages' | 'p
   return Math.ceil(chars / CHARS_PER_TOKEN);
 }
 
+/** Prompt tokens the engine evaluates: those of `spec` after the `reusedTokens` its context holds (promptReuse.ts). */
+function evaluatedPromptTokens(spec: LlmJobSpec, reusedTokens: number): number {
+  return Math.max(0, promptTokensOf(spec) - reusedTokens);
+}
+
 /** The prior time of a request of `size` on `lane` for a model of `modelBytes`, before any request was seen. */
 export function priorRequestMs(lane: LlmLane, size: LlmRequestSize, modelBytes: Bytes): Millis {
   const perGenTokenMs = Math.max(1, modelBytes) / LLM_GEN_BYTES_PER_MS[lane];
@@ -57,7 +62,7 @@ export class LlmSpeedModel {
 
   /** `reusedTokens`: prompt tokens the lane's context already holds (promptReuse.ts), which cost nothing. */
   sizeOf(spec: LlmJobSpec, reusedTokens = 0): LlmRequestSize {
-    return { promptTokens: Math.max(0, promptTokensOf(spec) - reusedTokens), outputTokens: this.expectedOutputTokens(spec) };
+    return { promptTokens: evaluatedPromptTokens(spec, reusedTokens), outputTokens: this.expectedOutputTokens(spec) };
   }
 
   /** Expected time of `spec` on `lane`, from the prompt tokens it must evaluate and its task's expected output. */
@@ -72,7 +77,7 @@ export class LlmSpeedModel {
 
   /** Learns from a served request: its lane's speed, and its task's output length. */
   observe(lane: LlmLane, spec: LlmJobSpec, output: string, measuredMs: Millis, modelBytes: Bytes, reusedTokens = 0): SpeedObservation {
-    const size = { promptTokens: Math.max(0, promptTokensOf(spec) - reusedTokens), outputTokens: Math.max(1, tokensOfText(output)) };
+    const size = { promptTokens: evaluatedPromptTokens(spec, reusedTokens), outputTokens: Math.max(1, tokensOfText(output)) };
     const prior = priorRequestMs(lane, size, modelBytes);
     const estimateMs = Math.round(prior * this.factor[lane]);
     if (measuredMs > 0 && prior > 0) {
